@@ -1,0 +1,245 @@
+"""The `bulwark` command: presets, early validation and flags over copier's copy and update.
+
+It never renders a file itself, so whatever it makes, plain `copier copy`/`copier update` can
+make too. Exit codes: 0 ok, 1 a run failed (e.g. a load-test ratio), 2 usage or invalid answers.
+"""
+
+import subprocess
+import sys
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Annotated
+
+import copier
+import typer
+from copier.errors import UnsafeTemplateError, UserMessageError
+from rich.console import Console
+from rich.table import Table
+
+from generator import __version__
+from generator.answers import REPO_ROOT, AnswerError, merge, parse_data, questions, validate
+from generator.presets import PRESETS, get_preset
+
+USAGE_ERROR = 2
+
+out = Console()
+err = Console(stderr=True)
+
+app = typer.Typer(
+    name="bulwark",
+    no_args_is_help=True,
+    add_completion=False,
+)
+
+
+def _show_version(value: bool) -> None:
+    if value:
+        out.print(f"bulwark {__version__}")
+        raise typer.Exit
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_show_version, is_eager=True, help="Print the version and exit."
+        ),
+    ] = False,
+) -> None:
+    """Generate and update production FastAPI services from the Bulwark template."""
+
+
+def _refuse(messages: Iterable[str]) -> typer.Exit:
+    """Report usage problems on stderr; the caller raises the result to exit 2."""
+    for message in messages:
+        # Messages quote rules such as [a-z0-9-], which rich would read as markup.
+        err.print(message, markup=False, highlight=False, soft_wrap=True)
+    return typer.Exit(USAGE_ERROR)
+
+
+def _interactive(defaults: bool) -> bool:
+    """Copier prompts only when a person can answer: a TTY on stdin and no --defaults."""
+    return sys.stdin.isatty() and not defaults
+
+
+def _run_copier(action: Callable[[], object]) -> None:
+    """Run a copier call, turning its user-facing errors into exit 2.
+
+    Copier removes a destination it created when it fails (`cleanup_on_error`), so a refused
+    `new` leaves nothing behind.
+    """
+    try:
+        action()
+    except (UserMessageError, UnsafeTemplateError, ValueError) as error:
+        raise _refuse([str(error)]) from None
+
+
+@app.command()
+def new(
+    dest: Annotated[Path, typer.Argument(help="Directory to create the service in.")],
+    preset: Annotated[
+        str | None,
+        typer.Option(help=f"Named answer set: {', '.join(PRESETS)} (see `bulwark presets`)."),
+    ] = None,
+    target: Annotated[
+        list[str] | None,
+        typer.Option(
+            help=f"Deployment target, repeatable ({', '.join(questions()['targets'].choices)}); "
+            "replaces the preset's targets."
+        ),
+    ] = None,
+    feature: Annotated[
+        list[str] | None,
+        typer.Option(
+            help=f"Service feature, repeatable ({', '.join(questions()['features'].choices)}); "
+            "replaces the preset's features."
+        ),
+    ] = None,
+    data: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--data",
+            "-d",
+            help="Answer as KEY=VALUE (repeatable, wins over flags); "
+            "lists comma-separated or as JSON.",
+        ),
+    ] = None,
+    defaults: Annotated[
+        bool,
+        typer.Option("--defaults", help="Never prompt: unanswered questions take their defaults."),
+    ] = False,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Render into a non-empty DEST, replacing files.")
+    ] = False,
+    vcs_ref: Annotated[
+        str | None,
+        typer.Option(help="Template git ref; copier's default is the latest tag, else HEAD."),
+    ] = None,
+) -> None:
+    """Generate a service in DEST; answers are checked before anything is written."""
+    try:
+        chosen = get_preset(preset).answers() if preset else {}
+        answers = merge(chosen, target or (), feature or (), parse_data(data or ()))
+    except AnswerError as error:
+        raise _refuse([str(error)]) from None
+    if problems := validate(answers):
+        raise _refuse(problems)
+    if dest.exists() and not dest.is_dir():
+        raise _refuse([f"{dest}: exists and is not a directory"])
+    if dest.is_dir() and any(dest.iterdir()) and not overwrite:
+        raise _refuse([f"{dest}: exists and is not empty (pass --overwrite to render into it)"])
+    _run_copier(
+        lambda: copier.run_copy(
+            str(REPO_ROOT),
+            dest,
+            data=answers,
+            defaults=not _interactive(defaults),
+            overwrite=overwrite,
+            vcs_ref=vcs_ref,
+        )
+    )
+
+
+@app.command()
+def presets() -> None:
+    """List the named answer sets `new --preset` accepts."""
+    table = Table("name", "description", "targets", "features", title="Bulwark presets")
+    for preset in PRESETS.values():
+        table.add_row(
+            preset.name,
+            preset.description,
+            ", ".join(preset.targets) or "-",
+            ", ".join(preset.features) or "-",
+        )
+    out.print(table)
+
+
+def _git(dest: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["git", "-C", str(dest), *args], capture_output=True, text=True, check=False
+    )
+
+
+@app.command()
+def update(
+    dest: Annotated[Path, typer.Argument(help="The generated service to update.")] = Path("."),
+    vcs_ref: Annotated[
+        str | None,
+        typer.Option(help="Template git ref to update to; copier's default is the latest tag."),
+    ] = None,
+    defaults: Annotated[
+        bool, typer.Option("--defaults", help="Never prompt: keep the recorded answers.")
+    ] = False,
+) -> None:
+    """Pull template changes into DEST; conflicts are left inline for you to resolve.
+
+    Only a clean git work tree is updated, so `git diff` shows exactly what the update did
+    and `git checkout .` undoes it.
+    """
+    if not dest.is_dir():
+        raise _refuse([f"{dest}: no such directory"])
+    if _git(dest, "rev-parse", "--is-inside-work-tree").returncode != 0:
+        raise _refuse([f"{dest}: not a git repository; commit the project before updating it"])
+    if dirty := _git(dest, "status", "--porcelain").stdout.strip():
+        raise _refuse(
+            [f"{dest}: uncommitted changes; commit or stash them before updating:", dirty]
+        )
+    _run_copier(
+        lambda: copier.run_update(
+            dest,
+            defaults=not _interactive(defaults),
+            overwrite=True,
+            conflict="inline",
+            vcs_ref=vcs_ref,
+        )
+    )
+
+
+@app.command()
+def loadtest(
+    dest: Annotated[Path, typer.Argument(help="The generated service to load.")],
+    scenario: Annotated[
+        list[str] | None, typer.Option(help="Scenario to run (repeatable; default: health).")
+    ] = None,
+    duration: Annotated[float, typer.Option(help="Seconds of load per run.")] = 10.0,
+    connections: Annotated[int, typer.Option(min=1, help="Concurrent connections.")] = 64,
+    json_path: Annotated[
+        Path | None, typer.Option("--json", help="Also write the results as JSON here.")
+    ] = None,
+    min_ratio: Annotated[
+        float | None,
+        typer.Option(help="Fail (exit 1) when rps falls below this ratio of bare FastAPI."),
+    ] = None,
+) -> None:
+    """Load DEST and a bare FastAPI app the same way and report the ratio."""
+    # Imported here: the harness pulls in load-test machinery the other commands never need.
+    from generator.harness.loadtest import run_loadtest
+
+    code = run_loadtest(
+        dest,
+        scenario or ["health"],
+        duration=duration,
+        connections=connections,
+        json_path=json_path,
+        min_ratio=min_ratio,
+        console=out,
+    )
+    if code:
+        raise typer.Exit(code)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI on `argv` (default: sys.argv) and return its exit code instead of exiting."""
+    try:
+        app(args=argv, prog_name="bulwark")
+    except SystemExit as exit_:
+        if exit_.code is None or isinstance(exit_.code, int):
+            return exit_.code or 0
+        return 1  # sys.exit("message") prints the message and means failure
+    return 0
+
+
+def run() -> None:
+    """Console-script entry point."""
+    sys.exit(main())

@@ -1,0 +1,20 @@
+"""The bare FastAPI app every load-test ratio is measured against (DESIGN.md §8).
+
+One route, declared the way a plain FastAPI user writes it; the generated service's /health
+answers the same JSON, so the ratio prices everything the template adds. It runs on the
+generated project's interpreter (same fastapi/uvicorn), so it imports nothing from Bulwark.
+"""
+
+from fastapi import FastAPI  # type: ignore[import-not-found,unused-ignore]
+
+app = FastAPI()
+
+
+async def health() -> dict[str, str]:
+    """Same body as the service's /health; the return annotation is its response model."""
+    return {"status": "ok"}
+
+
+# What `@app.get("/health")` does, spelled out because mypy checks this file in Bulwark's own
+# environment, where FastAPI is not installed and a decorator from it would be untyped.
+app.add_api_route("/health", health, methods=["GET"])

@@ -1,0 +1,355 @@
+"""`bulwark loadtest`: a generated service against bare FastAPI under wrk (DESIGN.md §8).
+
+Per scenario the baseline runs first, then the service, never both at once: the server on
+core 0, wrk on core 1, a discarded warm-up, then RUNS measured runs of the same length.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+from collections.abc import Callable, Sequence
+from contextlib import ExitStack
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from generator.harness import service as svc
+from generator.harness import wrk
+
+WARMUP_S = 3
+RUNS = 3
+WRK_CPU = 1
+_UV_INSTALL_HINT = "python3 -m pip install uv"
+_TASKSET_INSTALL_HINT = "sudo apt-get install -y util-linux"
+
+
+@dataclass(frozen=True, slots=True)
+class Scenario:
+    """One load shape: what wrk requests, on both sides alike."""
+
+    name: str
+    method: str
+    path: str
+    description: str
+
+    def __post_init__(self) -> None:
+        if self.method != "GET":
+            raise ValueError(f"{self.name}: wrk sends GET only; other methods need a Lua script")
+
+
+# Later scenarios (db-read, cached-read, overload, nginx) slot in here.
+SCENARIOS: dict[str, Scenario] = {
+    s.name: s
+    for s in (Scenario("health", "GET", "/health", "liveness route: the stack's own cost"),)
+}
+
+
+class UsageError(ValueError):
+    """The command cannot run as asked (exit 2); the message says what to change."""
+
+
+@dataclass(frozen=True, slots=True)
+class Side:
+    """The measured runs of one server for one scenario."""
+
+    runs: tuple[wrk.WrkResult, ...]
+
+    @property
+    def median(self) -> wrk.WrkResult:
+        """The run with the median rps; its p50/p99 are reported with it, so each reported
+        figure comes from one real run rather than a blend of three."""
+        return sorted(self.runs, key=lambda run: run.rps)[len(self.runs) // 2]
+
+    @property
+    def errors(self) -> int:
+        """Socket errors and non-2xx/3xx responses, summed over the measured runs."""
+        return sum(run.errors for run in self.runs)
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    scenario: Scenario
+    baseline: Side
+    service: Side
+
+    @property
+    def ratio(self) -> float:
+        return self.service.median.rps / self.baseline.median.rps
+
+
+def run_loadtest(
+    dest: Path,
+    scenarios: Sequence[str],
+    *,
+    duration: float,
+    connections: int,
+    json_path: Path | None,
+    min_ratio: float | None,
+    console: Console,
+) -> int:
+    """Measure each scenario on both sides; exit 0, 1 (failure or below min_ratio) or 2 (usage).
+
+    An interrupt stops every server before returning 130.
+    """
+    try:
+        project, seconds = _check_usage(dest, scenarios, duration, connections)
+    except UsageError as exc:
+        console.print(f"[red]error:[/] {escape(str(exc))}")
+        return 2
+    chosen = [SCENARIOS[name] for name in dict.fromkeys(scenarios)]
+    try:
+        machine, outcomes = _measure(project, chosen, seconds, connections, console)
+    except (svc.ServiceError, wrk.WrkError) as exc:
+        console.print(f"[red]error:[/] {escape(str(exc))}")
+        return 1
+    except KeyboardInterrupt:
+        console.print("[yellow]interrupted[/]: every server was stopped")
+        return 130
+    console.print(_table(outcomes, min_ratio))
+    console.print(
+        f"wrk -c{connections} on CPU {WRK_CPU}, servers on CPU {svc.SERVER_CPU}: "
+        f"median of {RUNS} x {seconds} s runs after {WARMUP_S} s of warm-up, "
+        "p50/p99 from that run, errors summed over the runs"
+    )
+    if json_path is not None:
+        report = _report(machine, outcomes, seconds, connections)
+        json_path.parent.mkdir(parents=True, exist_ok=True)
+        json_path.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+        console.print(f"wrote {escape(str(json_path))}")
+    below = [o for o in outcomes if min_ratio is not None and o.ratio < min_ratio]
+    if below:
+        names = ", ".join(f"{o.scenario.name} ({o.ratio:.2f})" for o in below)
+        console.print(f"[red]below --min-ratio {min_ratio}:[/] {names}")
+        return 1
+    return 0
+
+
+def _check_usage(
+    dest: Path, scenarios: Sequence[str], duration: float, connections: int
+) -> tuple[svc.Project, int]:
+    """Everything checkable before a server starts; returns the project and wrk's seconds."""
+    if not scenarios:
+        raise UsageError(f"name at least one scenario: {', '.join(SCENARIOS)}")
+    unknown = [name for name in scenarios if name not in SCENARIOS]
+    if unknown:
+        raise UsageError(f"unknown scenario {', '.join(unknown)}; known: {', '.join(SCENARIOS)}")
+    seconds = round(duration)  # wrk counts whole seconds
+    if seconds < 1:
+        raise UsageError(f"duration must be at least 1 s, got {duration}")
+    if connections < 1:
+        raise UsageError(f"connections must be at least 1, got {connections}")
+    for tool, hint in (("wrk", wrk.INSTALL_HINT), ("taskset", _TASKSET_INSTALL_HINT)):
+        if shutil.which(tool) is None:
+            raise UsageError(f"{tool} not found; install it with: {hint}")
+    cpus = {svc.SERVER_CPU, WRK_CPU}
+    if not cpus <= os.sched_getaffinity(0):
+        raise UsageError(f"needs CPUs {sorted(cpus)} to pin the server and wrk apart")
+    try:
+        project = svc.Project.load(dest)
+    except svc.NotAProjectError as exc:
+        raise UsageError(str(exc)) from exc
+    if not project.python.exists() and shutil.which("uv") is None:
+        raise UsageError(f"{dest} has no .venv and uv is not found; install it: {_UV_INSTALL_HINT}")
+    return project, seconds
+
+
+def _measure(
+    project: svc.Project,
+    scenarios: Sequence[Scenario],
+    seconds: int,
+    connections: int,
+    console: Console,
+) -> tuple[dict[str, Any], list[Outcome]]:
+    if not project.python.exists():
+        with console.status(f"creating {project.root}/.venv with uv sync"):
+            svc.create_environment(project)
+    with ExitStack() as stack:
+        with console.status("reading versions; starting and migrating the database if any"):
+            machine = _machine(project)
+            extra_env = stack.enter_context(svc.database(project))
+        console.print(_machine_line(machine))
+        # The harness's own redraws share wrk's core and leave the server's core alone; pinned
+        # only now, so the database started above keeps the default affinity.
+        stack.callback(os.sched_setaffinity, 0, os.sched_getaffinity(0))
+        os.sched_setaffinity(0, {WRK_CPU})
+        progress = stack.enter_context(
+            Progress(
+                TextColumn("{task.description}"),
+                BarColumn(),
+                TimeRemainingColumn(),
+                TextColumn("{task.fields[figure]}"),
+                console=console,
+            )
+        )
+        outcomes = []
+        for scenario in scenarios:
+            sides = {}
+            for side in ("baseline", "service"):
+                tasks = _add_tasks(progress, scenario, side, seconds)
+                server = (
+                    svc.baseline(project) if side == "baseline" else svc.service(project, extra_env)
+                )
+                with server as running:
+                    sides[side] = _drive(running, scenario, tasks, progress, connections)
+            if sides["baseline"].median.rps == 0:
+                raise svc.ServiceError(f"{scenario.name}: the baseline completed no request")
+            outcomes.append(Outcome(scenario, sides["baseline"], sides["service"]))
+    return machine, outcomes
+
+
+def _add_tasks(
+    progress: Progress, scenario: Scenario, side: str, seconds: int
+) -> list[tuple[TaskID, int]]:
+    """One progress task per run, the warm-up first; each with its length in seconds."""
+    labels = [("warm-up", WARMUP_S)] + [(f"run {i}/{RUNS}", seconds) for i in range(1, RUNS + 1)]
+    return [
+        (
+            progress.add_task(
+                f"{scenario.name:<12} {side:<8} {label:<8}", total=length, start=False, figure=""
+            ),
+            length,
+        )
+        for label, length in labels
+    ]
+
+
+def _drive(
+    server: svc.RunningServer,
+    scenario: Scenario,
+    tasks: Sequence[tuple[TaskID, int]],
+    progress: Progress,
+    connections: int,
+) -> Side:
+    """Warm up, then the measured runs; the server must still be alive after each."""
+    results = []
+    for task, length in tasks:
+        progress.start_task(task)
+        result = wrk.run_wrk(
+            server.url(scenario.path),
+            duration_s=length,
+            connections=connections,
+            cpu=WRK_CPU,
+            tick=_ticker(progress, task),
+        )
+        server.check_alive()
+        figure = f"{result.rps:,.0f} rps" + (f", {result.errors} errors" if result.errors else "")
+        progress.update(task, completed=length, figure=figure)
+        results.append(result)
+    return Side(runs=tuple(results[1:]))
+
+
+def _ticker(progress: Progress, task: TaskID) -> Callable[[float], None]:
+    def tick(elapsed: float) -> None:
+        progress.update(task, completed=elapsed)
+
+    return tick
+
+
+def _table(outcomes: Sequence[Outcome], min_ratio: float | None) -> Table:
+    table = Table()
+    table.add_column("scenario")
+    table.add_column("side")
+    for name in ("rps", "p50 ms", "p99 ms", "errors", "ratio"):
+        table.add_column(name, justify="right")
+    for outcome in outcomes:
+        for side, measured in (("baseline", outcome.baseline), ("service", outcome.service)):
+            run = measured.median
+            ratio = ""
+            if side == "service":
+                low = min_ratio is not None and outcome.ratio < min_ratio
+                ratio = f"[{'red' if low else 'green'}]{outcome.ratio:.2f}[/]"
+            table.add_row(
+                outcome.scenario.name,
+                side,
+                f"{run.rps:,.0f}",
+                f"{run.p50_ms:.2f}",
+                f"{run.p99_ms:.2f}",
+                f"[red]{measured.errors}[/]" if measured.errors else "0",
+                ratio,
+            )
+    return table
+
+
+def _report(
+    machine: dict[str, Any], outcomes: Sequence[Outcome], seconds: int, connections: int
+) -> dict[str, Any]:
+    """The JSON document; fields may be added by later scenarios, never renamed."""
+    return {
+        "machine": machine,
+        "protocol": {
+            "warmup_s": WARMUP_S,
+            "runs": RUNS,
+            "duration_s": seconds,
+            "connections": connections,
+            "server_cpu": svc.SERVER_CPU,
+            "wrk_cpu": WRK_CPU,
+            "uvicorn_flags": list(svc.UVICORN_FLAGS),
+            "figures": "median run by rps, p50/p99 from that run, errors summed over runs",
+        },
+        "scenarios": [_scenario_report(outcome) for outcome in outcomes],
+    }
+
+
+def _scenario_report(outcome: Outcome) -> dict[str, Any]:
+    service, baseline = outcome.service.median, outcome.baseline.median
+    return {
+        "name": outcome.scenario.name,
+        "rps": round(service.rps, 2),
+        "p50_ms": round(service.p50_ms, 3),
+        "p99_ms": round(service.p99_ms, 3),
+        "errors": outcome.service.errors,
+        "baseline_rps": round(baseline.rps, 2),
+        "baseline_p99_ms": round(baseline.p99_ms, 3),
+        "ratio": round(outcome.ratio, 4),
+        "baseline_p50_ms": round(baseline.p50_ms, 3),
+        "baseline_errors": outcome.baseline.errors,
+        "method": outcome.scenario.method,
+        "path": outcome.scenario.path,
+        "runs": {
+            "baseline": [{**asdict(run), "errors": run.errors} for run in outcome.baseline.runs],
+            "service": [{**asdict(run), "errors": run.errors} for run in outcome.service.runs],
+        },
+    }
+
+
+def _machine(project: svc.Project) -> dict[str, Any]:
+    """Where the figures come from; `python` is the servers' interpreter, not Bulwark's."""
+    versions = svc.runtime_versions(project)
+    return {
+        "cpu_model": _cpu_model(),
+        "cores": os.cpu_count(),
+        "python": versions["python"],
+        "platform": platform.platform(),
+        "wrk_version": wrk.wrk_version(),
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "fastapi": versions["fastapi"],
+        "uvicorn": versions["uvicorn"],
+    }
+
+
+def _machine_line(machine: dict[str, Any]) -> str:
+    return escape(
+        f"{machine['cpu_model']}, {machine['cores']} cores · Python {machine['python']} · "
+        f"fastapi {machine['fastapi']} · uvicorn {machine['uvicorn']} · {machine['wrk_version']}"
+    )
+
+
+def _cpu_model() -> str:
+    try:
+        cpuinfo = Path("/proc/cpuinfo").read_text(encoding="utf-8")
+    except OSError:
+        return platform.processor() or "unknown"
+    for line in cpuinfo.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() == "model name":
+            return value.strip()
+    return platform.processor() or "unknown"

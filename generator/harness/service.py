@@ -1,0 +1,315 @@
+"""Start and stop the servers under test: a generated project and the bare baseline.
+
+Both sides run as `taskset -c 0 <project's python> -m uvicorn ... <same flags>`, so the one
+difference a load test sees is the app. Every server is a context manager: it is stopped
+(SIGTERM, then SIGKILL after a bound) however the block exits, KeyboardInterrupt included.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+import urllib.request
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager, contextmanager, suppress
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+HOST = "127.0.0.1"
+SERVER_CPU = 0
+UVICORN_FLAGS = (
+    "--loop",
+    "uvloop",
+    "--http",
+    "httptools",
+    "--no-access-log",
+    "--log-level",
+    "warning",
+)
+BASELINE_APP = Path(__file__).with_name("baseline_app.py")
+READY_TIMEOUT_S = 30.0
+STOP_TIMEOUT_S = 10.0
+# Bounds for the one-shot project commands: an environment install, the embedded database.
+SYNC_TIMEOUT_S = 900.0
+STEP_TIMEOUT_S = 180.0
+_TAIL_LINES = 30
+
+# urllib would send even 127.0.0.1 through an http_proxy from the environment.
+_DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+class NotAProjectError(ValueError):
+    """DEST is not a project generated from this template (a usage error)."""
+
+
+class ServiceError(RuntimeError):
+    """A server, or a step preparing one, failed; the message carries its output's tail."""
+
+
+@dataclass(frozen=True, slots=True)
+class Project:
+    """What the harness needs to know about a generated project, from its Copier answers."""
+
+    root: Path
+    package_name: str
+    features: tuple[str, ...]
+
+    @classmethod
+    def load(cls, root: Path) -> Project:
+        answers_file = root / ".copier-answers.yml"
+        if not answers_file.is_file():
+            raise NotAProjectError(f"{root} is not a generated project: no .copier-answers.yml")
+        answers = yaml.safe_load(answers_file.read_text(encoding="utf-8")) or {}
+        package_name = answers.get("package_name") if isinstance(answers, dict) else None
+        if not isinstance(package_name, str) or not package_name:
+            raise NotAProjectError(f"{answers_file} has no package_name")
+        features = answers.get("features") or []
+        if not isinstance(features, list):
+            raise NotAProjectError(f"{answers_file}: features is not a list")
+        return cls(root=root, package_name=package_name, features=tuple(map(str, features)))
+
+    @property
+    def python(self) -> Path:
+        return self.root / ".venv" / "bin" / "python"
+
+    @property
+    def environment_var(self) -> str:
+        """The settings variable that selects production mode (env prefix from the slug)."""
+        return f"{self.package_name.upper()}_ENVIRONMENT"
+
+
+@dataclass(frozen=True, slots=True)
+class RunningServer:
+    name: str
+    port: int
+    process: subprocess.Popen[bytes]
+    log: Path
+
+    def url(self, path: str) -> str:
+        return f"http://{HOST}:{self.port}{path}"
+
+    def check_alive(self) -> None:
+        """Raise if the server died under load, rather than report a run against nothing."""
+        if self.process.poll() is not None:
+            raise ServiceError(
+                f"{self.name} exited with {self.process.returncode} during the run:\n"
+                + _tail(self.log)
+            )
+
+
+def create_environment(project: Project) -> None:
+    """Create the project's virtualenv with `uv sync` (the caller checks it is missing)."""
+    # An activated Bulwark venv must not leak into the project's own uv sync.
+    env = {
+        k: v for k, v in os.environ.items() if k not in {"VIRTUAL_ENV", "UV_PROJECT_ENVIRONMENT"}
+    }
+    _run(["uv", "sync"], cwd=project.root, env=env, timeout=SYNC_TIMEOUT_S)
+    if not project.python.exists():
+        raise ServiceError(f"`uv sync` in {project.root} made no .venv/bin/python")
+
+
+def runtime_versions(project: Project) -> dict[str, str]:
+    """Versions on the servers' side: both run this interpreter with these packages."""
+    script = (
+        "import sys, importlib.metadata as m; "
+        "print(sys.version.split()[0], m.version('fastapi'), m.version('uvicorn'))"
+    )
+    out = _run([str(project.python), "-c", script], cwd=project.root, timeout=STEP_TIMEOUT_S)
+    python, fastapi, uvicorn = out.split()
+    return {"python": python, "fastapi": fastapi, "uvicorn": uvicorn}
+
+
+@contextmanager
+def database(project: Project) -> Iterator[dict[str, str]]:
+    """Yield the extra environment the service needs for its database, migrated.
+
+    An explicit DATABASE_URL wins and is inherited as is. Otherwise the project's embedded
+    PostgreSQL is started with `scripts/devdb.py url`, and stopped on exit only if it was not
+    already running: a developer's `make dev` database is left alone.
+    """
+    if "postgres" not in project.features or "DATABASE_URL" in os.environ:
+        yield {}
+        return
+    python = str(project.python)
+    was_running = _postgres_running(project.root / ".data")
+    try:
+        out = _run([python, "scripts/devdb.py", "url"], cwd=project.root, timeout=STEP_TIMEOUT_S)
+        lines = out.strip().splitlines()
+        if not lines:
+            raise ServiceError("`scripts/devdb.py url` printed no URL")
+        extra = {"DATABASE_URL": lines[-1].strip()}
+        _run(
+            [python, "-m", f"{project.package_name}.db.migrate"],
+            cwd=project.root,
+            env={**os.environ, **extra},
+            timeout=STEP_TIMEOUT_S,
+        )
+        yield extra
+    finally:
+        if not was_running:
+            _run([python, "scripts/devdb.py", "stop"], cwd=project.root, timeout=STEP_TIMEOUT_S)
+
+
+def service(
+    project: Project, extra_env: Mapping[str, str]
+) -> AbstractContextManager[RunningServer]:
+    """The generated service in production mode."""
+    env = {**os.environ, **extra_env, project.environment_var: "prod"}
+    return serve("service", [f"{project.package_name}.main:app"], project=project, env=env)
+
+
+def baseline(project: Project) -> AbstractContextManager[RunningServer]:
+    """The bare app, on the project's interpreter so fastapi/uvicorn versions match."""
+    app_args = ["--app-dir", str(BASELINE_APP.parent), f"{BASELINE_APP.stem}:app"]
+    return serve("baseline", app_args, project=project, env=dict(os.environ))
+
+
+@contextmanager
+def serve(
+    name: str, app_args: Sequence[str], *, project: Project, env: Mapping[str, str]
+) -> Iterator[RunningServer]:
+    """Run uvicorn on SERVER_CPU until /health answers 200; stop it when the block exits."""
+    port = free_port()
+    command = [
+        "taskset",
+        "-c",
+        str(SERVER_CPU),
+        str(project.python),
+        "-m",
+        "uvicorn",
+        *app_args,
+        "--host",
+        HOST,
+        "--port",
+        str(port),
+        *UVICORN_FLAGS,
+    ]
+    with tempfile.TemporaryDirectory(prefix=f"bulwark-{name}-") as tmp:
+        log = Path(tmp) / "server.log"
+        with log.open("ab") as log_file:
+            # Own session: a terminal's Ctrl-C reaches the harness, which then stops the server
+            # in order, instead of racing it.
+            process = subprocess.Popen(
+                command,
+                cwd=project.root,
+                env=dict(env),
+                stdin=subprocess.DEVNULL,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        server = RunningServer(name=name, port=port, process=process, log=log)
+        try:
+            _wait_ready(server)
+            yield server
+        finally:
+            _stop(process)
+
+
+def free_port() -> int:
+    """A port the kernel just handed out for 127.0.0.1, free again once this returns."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((HOST, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _wait_ready(server: RunningServer) -> None:
+    url = server.url("/health")
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if server.process.poll() is not None:
+            raise ServiceError(
+                f"{server.name} exited with {server.process.returncode} before it was ready:\n"
+                + _tail(server.log)
+            )
+        try:
+            with _DIRECT.open(url, timeout=1.0) as response:
+                if response.status == 200:
+                    return
+        except OSError:  # refused while starting up; URLError and HTTPError are OSErrors
+            pass
+        time.sleep(0.05)
+    raise ServiceError(
+        f"{server.name}: no 200 from {url} within {READY_TIMEOUT_S:.0f} s:\n" + _tail(server.log)
+    )
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    """SIGTERM, wait a bound, then SIGKILL; a second Ctrl-C while waiting kills at once."""
+    if process.poll() is not None:
+        return
+    try:
+        _signal_group(process, signal.SIGTERM)
+        process.wait(timeout=STOP_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        pass
+    finally:
+        if process.poll() is None:
+            _signal_group(process, signal.SIGKILL)
+            process.wait()
+
+
+def _signal_group(process: subprocess.Popen[bytes], signum: signal.Signals) -> None:
+    # taskset execs the server, so the group is the server and anything it spawned.
+    with suppress(ProcessLookupError):
+        os.killpg(process.pid, signum)
+
+
+def _postgres_running(data_dir: Path) -> bool:
+    """Whether a PostgreSQL under `data_dir` is alive, judged by its postmaster.pid.
+
+    Reads the server's own lock file rather than asking devdb.py, so it holds whatever
+    layout the project keeps under .data/; a stale file from a crash names a dead PID.
+    """
+    if not data_dir.is_dir():
+        return False
+    for pid_file in data_dir.rglob("postmaster.pid"):
+        try:
+            pid = int(pid_file.read_text(encoding="utf-8").split()[0])
+            os.kill(pid, 0)
+        except (OSError, ValueError, IndexError):
+            continue
+        return True
+    return False
+
+
+def _run(
+    command: Sequence[str],
+    *,
+    cwd: Path,
+    timeout: float,
+    env: Mapping[str, str] | None = None,
+) -> str:
+    """Run a one-shot project command; its stdout, or ServiceError with the output's tail."""
+    shown = " ".join(command)
+    try:
+        done = subprocess.run(
+            command,
+            cwd=cwd,
+            env=None if env is None else dict(env),
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+    except subprocess.TimeoutExpired as exc:
+        raise ServiceError(f"`{shown}` took longer than {timeout:.0f} s") from exc
+    except FileNotFoundError as exc:
+        raise ServiceError(f"`{shown}`: {exc.strerror}: {exc.filename}") from exc
+    if done.returncode != 0:
+        output = "\n".join((done.stdout + done.stderr).strip().splitlines()[-_TAIL_LINES:])
+        raise ServiceError(f"`{shown}` exited with {done.returncode}:\n{output}")
+    return done.stdout
+
+
+def _tail(log: Path) -> str:
+    lines = log.read_bytes().decode(errors="replace").strip().splitlines()
+    return "\n".join(lines[-_TAIL_LINES:]) or "(no output)"

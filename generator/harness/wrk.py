@@ -1,0 +1,154 @@
+"""Run wrk pinned to one core and read its text report.
+
+wrk 4.x prints no machine-readable output without a Lua script, but its text report is stable;
+the parser keys on the labelled lines and accepts every time unit wrk picks per magnitude.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+INSTALL_HINT = "sudo apt-get install -y wrk"
+
+# How often a running wrk reports progress back to the caller.
+_TICK_S = 0.25
+# Past the requested duration wrk still drains and prints; more than this means it is stuck.
+_GRACE_S = 30.0
+
+_TO_MS = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 60e3, "h": 3600e3}
+_NUMBER = r"(\d+(?:\.\d+)?)"
+_UNIT = r"(us|ms|s|m|h)\b"
+_PERCENTILE = re.compile(rf"^\s*{_NUMBER}%\s+{_NUMBER}{_UNIT}", re.MULTILINE)
+_REQUESTS = re.compile(rf"^\s*(\d+) requests in {_NUMBER}{_UNIT}", re.MULTILINE)
+_RPS = re.compile(rf"^Requests/sec:\s+{_NUMBER}", re.MULTILINE)
+_SOCKET_ERRORS = re.compile(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)")
+_NON_2XX_3XX = re.compile(r"Non-2xx or 3xx responses: (\d+)")
+
+
+class WrkError(RuntimeError):
+    """wrk failed, ran past its bound, or printed no report this parser can read."""
+
+
+@dataclass(frozen=True, slots=True)
+class WrkResult:
+    """One wrk run; latencies in milliseconds, from wrk's `--latency` distribution."""
+
+    requests: int
+    duration_s: float
+    rps: float
+    p50_ms: float
+    p75_ms: float
+    p90_ms: float
+    p99_ms: float
+    connect_errors: int = 0
+    read_errors: int = 0
+    write_errors: int = 0
+    timeout_errors: int = 0
+    non_2xx_3xx: int = 0
+
+    @property
+    def errors(self) -> int:
+        """Everything that was not a 2xx/3xx answer: socket errors plus bad statuses."""
+        return (
+            self.connect_errors
+            + self.read_errors
+            + self.write_errors
+            + self.timeout_errors
+            + self.non_2xx_3xx
+        )
+
+
+def parse_wrk(text: str) -> WrkResult:
+    """Read wrk's report; raise WrkError if a required line is missing.
+
+    Requires `--latency` output: the mean latency wrk prints otherwise hides the tail.
+    """
+    percentiles = {
+        float(pct): float(value) * _TO_MS[unit] for pct, value, unit in _PERCENTILE.findall(text)
+    }
+    requests = _REQUESTS.search(text)
+    rps = _RPS.search(text)
+    missing = [p for p in (50.0, 75.0, 90.0, 99.0) if p not in percentiles]
+    if requests is None or rps is None or missing:
+        raise WrkError(f"unreadable wrk report (run with --latency?):\n{text.strip()}")
+    socket = _SOCKET_ERRORS.search(text)
+    connect, read, write, timeout = (int(n) for n in socket.groups()) if socket else (0, 0, 0, 0)
+    non_2xx = _NON_2XX_3XX.search(text)
+    return WrkResult(
+        requests=int(requests.group(1)),
+        duration_s=float(requests.group(2)) * _TO_MS[requests.group(3)] / 1e3,
+        rps=float(rps.group(1)),
+        p50_ms=percentiles[50.0],
+        p75_ms=percentiles[75.0],
+        p90_ms=percentiles[90.0],
+        p99_ms=percentiles[99.0],
+        connect_errors=connect,
+        read_errors=read,
+        write_errors=write,
+        timeout_errors=timeout,
+        non_2xx_3xx=int(non_2xx.group(1)) if non_2xx else 0,
+    )
+
+
+def wrk_command(url: str, *, duration_s: int, connections: int, cpu: int) -> list[str]:
+    """One wrk thread on one pinned core: the server gets the other core to itself."""
+    return [
+        "taskset",
+        "-c",
+        str(cpu),
+        "wrk",
+        "-t1",
+        f"-c{connections}",
+        f"-d{duration_s}s",
+        "--latency",
+        url,
+    ]
+
+
+def run_wrk(
+    url: str,
+    *,
+    duration_s: int,
+    connections: int,
+    cpu: int,
+    tick: Callable[[float], None] | None = None,
+) -> WrkResult:
+    """Run wrk to completion, calling `tick(elapsed_s)` a few times a second for progress.
+
+    wrk takes whole seconds (`-d2.5s` runs 2 s), hence the int. wrk is killed if it outlives
+    the duration by `_GRACE_S`, or if this call is interrupted.
+    """
+    command = wrk_command(url, duration_s=duration_s, connections=connections, cpu=cpu)
+    started = time.monotonic()
+    proc = subprocess.Popen(
+        command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        while True:
+            try:
+                stdout, stderr = proc.communicate(timeout=_TICK_S)
+                break
+            except subprocess.TimeoutExpired:
+                elapsed = time.monotonic() - started
+                if elapsed > duration_s + _GRACE_S:
+                    raise WrkError(f"wrk still running after {elapsed:.0f} s: {url}") from None
+                if tick is not None:
+                    tick(min(elapsed, duration_s))
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    if proc.returncode != 0:
+        raise WrkError(f"wrk exited with {proc.returncode}: {(stderr or stdout).strip()}")
+    return parse_wrk(stdout)
+
+
+def wrk_version() -> str:
+    """wrk's banner line, e.g. `wrk debian/4.1.0-3+b2 [epoll]` (`wrk -v` exits 1 by design)."""
+    out = subprocess.run(["wrk", "-v"], capture_output=True, text=True, timeout=10, check=False)
+    first_line = (out.stdout or out.stderr).strip().splitlines()[0]
+    return first_line.split(" Copyright")[0].strip()

@@ -1,0 +1,188 @@
+"""The `bulwark` command: refuses early with exit 2, and renders exactly what copier renders."""
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import copier
+import pytest
+import yaml
+from conftest import REPO_ROOT
+
+from generator.cli import main
+
+GIT_IDENTITY = ("-c", "user.email=t@t", "-c", "user.name=t")
+VOLATILE_ANSWERS = ("_commit:", "_src_path:")
+# Copier's "HEAD" of a local template includes its uncommitted changes; the default ref
+# would pick the latest tag once there is one.
+WORKING_TREE = ("--vcs-ref", "HEAD")
+
+
+def _git(cwd: Path, *args: str) -> str:
+    return subprocess.run(
+        ["git", *GIT_IDENTITY, *args], cwd=cwd, check=True, capture_output=True, text=True
+    ).stdout
+
+
+def _commit_all(repo: Path, message: str) -> None:
+    _git(repo, "add", "-A")
+    _git(repo, "commit", "-q", "-m", message)
+
+
+def _tree(root: Path) -> dict[str, bytes]:
+    """Every file under root by relative path, with the answers' provenance lines dropped."""
+    files = {}
+    for path in sorted(root.rglob("*")):
+        if path.is_file():
+            content = path.read_bytes()
+            if path.name == ".copier-answers.yml":
+                content = b"".join(
+                    line
+                    for line in content.splitlines(keepends=True)
+                    if not line.decode().startswith(VOLATILE_ANSWERS)
+                )
+            files[path.relative_to(root).as_posix()] = content
+    return files
+
+
+@pytest.fixture
+def template_repo(tmp_path: Path) -> Path:
+    """The template's working tree committed to a git repo of its own.
+
+    `update` needs the template commit a project was made from; the working tree may be
+    uncommitted, so the test makes its own history instead.
+    """
+    repo = tmp_path / "template-repo"
+    listed = _git(REPO_ROOT, "ls-files", "-z", "--cached", "--others", "--exclude-standard")
+    for name in filter(None, listed.split("\0")):
+        source = REPO_ROOT / name
+        if source.is_file():  # staged files may since have been deleted
+            (repo / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, repo / name)
+    _git(repo, "init", "-q")
+    _commit_all(repo, "template")
+    return repo
+
+
+def test_new_refuses_invalid_answers_before_writing(
+    build_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(build_dir)
+    assert main(["new", "build/y", "--data", "project_slug=1bad", "--defaults"]) == 2
+    assert 'project_slug: "1bad" must be lowercase' in capsys.readouterr().err
+    assert list(build_dir.iterdir()) == []
+
+
+def test_new_maps_copier_refusals_to_exit_2_and_leaves_nothing(
+    build_dir: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Should the early pass ever miss a rule, copier's own validator refuses just as cleanly.
+    monkeypatch.setattr("generator.cli.validate", lambda answers: [])
+    dest = build_dir / "svc"
+    assert (
+        main(["new", str(dest), "--data", "project_slug=Orders!", "--defaults", *WORKING_TREE]) == 2
+    )
+    assert 'project_slug: "Orders!"' in capsys.readouterr().err
+    assert not dest.exists()
+
+
+def test_new_renders_a_preset(build_dir: Path) -> None:
+    dest = build_dir / "svc"
+    assert main(["new", str(dest), "--preset", "minimal", "--defaults", *WORKING_TREE]) == 0
+    answers = yaml.safe_load((dest / ".copier-answers.yml").read_text(encoding="utf-8"))
+    assert answers["targets"] == []
+    assert answers["features"] == []
+    assert (dest / "README.md").is_file()
+
+
+def test_new_with_full_preset_equals_plain_copier(build_dir: Path) -> None:
+    copier_yml = yaml.safe_load((REPO_ROOT / "copier.yml").read_text(encoding="utf-8"))
+    answers = {
+        "targets": ["docker", "kubernetes", "systemd", "nginx"],
+        "features": list(copier_yml["features"]["choices"].values()),
+    }
+    # No --defaults: without a TTY on stdin the command must not prompt anyway.
+    assert main(["new", str(build_dir / "cli"), "--preset", "full", *WORKING_TREE]) == 0
+    copier.run_copy(
+        str(REPO_ROOT),
+        build_dir / "copier",
+        data=answers,
+        defaults=True,
+        vcs_ref="HEAD",
+        quiet=True,
+    )
+    assert _tree(build_dir / "cli") == _tree(build_dir / "copier")
+
+
+def test_new_refuses_a_non_empty_dest(build_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (build_dir / "keep.txt").write_text("mine", encoding="utf-8")
+    assert main(["new", str(build_dir), "--preset", "minimal", "--defaults"]) == 2
+    assert "--overwrite" in capsys.readouterr().err
+    assert [path.name for path in build_dir.iterdir()] == ["keep.txt"]
+
+
+def test_new_refuses_an_unknown_preset(build_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["new", str(build_dir / "svc"), "--preset", "nope", "--defaults"]) == 2
+    assert 'unknown preset "nope" (valid: minimal, api-postgres' in capsys.readouterr().err
+    assert not (build_dir / "svc").exists()
+
+
+def test_new_refuses_an_unknown_data_key(
+    build_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["new", str(build_dir / "svc"), "--data", "colour=blue", "--defaults"]) == 2
+    assert 'unknown question "colour"' in capsys.readouterr().err
+    assert not (build_dir / "svc").exists()
+
+
+def test_presets_lists_the_presets(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["presets"]) == 0
+    listing = capsys.readouterr().out
+    assert all(name in listing for name in ("minimal", "api-postgres", "full"))
+
+
+def test_update_refuses_a_directory_outside_git(
+    build_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["update", str(build_dir), "--defaults"]) == 2
+    assert "not a git repository" in capsys.readouterr().err
+
+
+def test_update_refuses_a_dirty_git_tree(
+    build_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _git(build_dir, "init", "-q")
+    (build_dir / "edit.txt").write_text("uncommitted", encoding="utf-8")
+    assert main(["update", str(build_dir), "--defaults"]) == 2
+    error = capsys.readouterr().err
+    assert "uncommitted changes" in error
+    assert "edit.txt" in error
+
+
+def test_update_pulls_template_changes_into_a_clean_project(
+    template_repo: Path, build_dir: Path
+) -> None:
+    dest = build_dir / "svc"
+    copier.run_copy(
+        str(template_repo),
+        dest,
+        data={"targets": [], "features": []},
+        defaults=True,
+        vcs_ref="HEAD",
+        quiet=True,
+    )
+    _git(dest, "init", "-q")
+    _commit_all(dest, "generated")
+    (template_repo / "template" / "ADDED.md").write_text("new in the template\n", encoding="utf-8")
+    _commit_all(template_repo, "template change")
+
+    assert main(["update", str(dest), "--defaults"]) == 0
+    assert (dest / "ADDED.md").read_text(encoding="utf-8") == "new in the template\n"
+    answers = yaml.safe_load((dest / ".copier-answers.yml").read_text(encoding="utf-8"))
+    assert answers["targets"] == []
+
+
+def test_loadtest_help_describes_its_options(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["loadtest", "--help"]) == 0
+    help_text = capsys.readouterr().out
+    assert all(option in help_text for option in ("--scenario", "--duration", "--min-ratio"))
