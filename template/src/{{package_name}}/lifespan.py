@@ -1,0 +1,74 @@
+"""Start the service's resources in parallel, stop them in reverse order.
+
+Cold start is bounded by the slowest resource, not their sum; a failure in one start stops the
+ones that already started and re-raises, so a half-started process never serves.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import Protocol
+
+from fastapi import FastAPI
+
+logger = logging.getLogger(__name__)
+
+
+class Resource(Protocol):
+    """A client or pool whose life is the process's: opened at start, closed at shutdown."""
+
+    name: str
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None:
+        """Release everything within a bound; must not raise."""
+        ...
+
+    async def check(self) -> bool:
+        """Readiness: True when the resource can serve requests now."""
+        ...
+
+
+async def start_all(resources: Sequence[Resource]) -> None:
+    """Start every resource concurrently; on any failure stop those that started and raise."""
+    started: list[Resource] = []
+
+    async def start(resource: Resource) -> None:
+        await resource.start()
+        started.append(resource)
+        logger.info("started", extra={"resource": resource.name})
+
+    try:
+        async with asyncio.TaskGroup() as group:
+            for resource in resources:
+                group.create_task(start(resource))
+    except BaseExceptionGroup as failure:
+        await stop_all([r for r in resources if r in started])
+        raise failure.exceptions[0] from failure
+
+
+async def stop_all(resources: Sequence[Resource]) -> None:
+    """Stop resources in reverse declaration order: dependents before what they depend on."""
+    for resource in reversed(resources):
+        await resource.stop()
+        logger.info("stopped", extra={"resource": resource.name})
+
+
+def build_lifespan(
+    resources: Sequence[Resource],
+) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
+    """The FastAPI lifespan owning `resources`."""
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        await start_all(resources)
+        try:
+            yield
+        finally:
+            await stop_all(resources)
+
+    return lifespan

@@ -1,0 +1,1 @@
+"""Request ids, logs and (with the metrics feature) measurements of the service."""

@@ -1,0 +1,80 @@
+"""JSON log lines, formatted and written by a listener thread, never on the event loop.
+
+Handlers that write to a stream block the loop while the pipe is full; a queue in front of them
+keeps the request path to one `put` (DESIGN.md §3, "formatted off the hot path").
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import logging.handlers
+import queue
+import sys
+
+from pythonjsonlogger.json import JsonFormatter
+
+from .request_id import current_request_id
+
+_listener: logging.handlers.QueueListener | None = None
+
+
+class _RequestIdFilter(logging.Filter):
+    """Stamp the current request id while still in the request's own task."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.request_id = current_request_id()
+        return True
+
+
+class _DeferredQueueHandler(logging.handlers.QueueHandler):
+    """Queue records unformatted: the listener thread does the formatting."""
+
+    def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
+        return record
+
+
+def configure_logging(level: str, service_name: str) -> None:
+    """Route every logger, uvicorn's included, through one JSON queue handler.
+
+    Safe to call again (tests build many apps): the previous listener is stopped first.
+    """
+    global _listener
+    if _listener is not None:
+        _listener.stop()
+
+    formatter = JsonFormatter(
+        "{asctime}{levelname}{name}{message}",
+        style="{",
+        rename_fields={"asctime": "time", "levelname": "level", "name": "logger"},
+        static_fields={"service": service_name},
+    )
+    stream = logging.StreamHandler(sys.stdout)
+    stream.setFormatter(formatter)
+    records: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
+    handler = _DeferredQueueHandler(records)
+    handler.addFilter(_RequestIdFilter())
+
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
+        server_logger = logging.getLogger(name)
+        server_logger.handlers.clear()
+        server_logger.propagate = True
+    # The gate writes one access line per request (sampled); uvicorn's own would double it.
+    logging.getLogger("uvicorn.access").disabled = True
+
+    _listener = logging.handlers.QueueListener(records, stream, respect_handler_level=True)
+    _listener.start()
+
+
+def flush_logging() -> None:
+    """Write every queued line and stop the listener (at shutdown and at exit)."""
+    global _listener
+    if _listener is not None:
+        _listener.stop()
+        _listener = None
+
+
+atexit.register(flush_logging)

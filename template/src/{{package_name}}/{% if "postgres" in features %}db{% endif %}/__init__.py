@@ -1,0 +1,1 @@
+"""PostgreSQL access over asyncpg: the pool, queries per resource, and migrations."""
