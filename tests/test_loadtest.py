@@ -1,0 +1,463 @@
+"""The load-test harness: usage errors, the project contract, and real wrk runs end to end.
+
+Fast tests drive the contract with stand-ins (a fake devdb.py, an interpreter without
+uvicorn). The `slow`/`load` tests run wrk against a fake generated project sharing one
+session venv with fastapi + uvicorn[standard], and, once the template has a service, against
+a real rendered sample.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from rich.console import Console
+
+from generator.harness import loadtest, service
+from generator.harness.loadtest import Side, run_loadtest
+from generator.harness.wrk import WrkResult
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+HAVE_LOAD_TOOLS = all(shutil.which(tool) for tool in ("wrk", "taskset", "uv"))
+needs_load_tools = pytest.mark.skipif(not HAVE_LOAD_TOOLS, reason="needs wrk, taskset and uv")
+
+HEALTH_APP = """\
+import os
+
+from fastapi import FastAPI
+
+# The harness's contract: production mode, and the migrated database's URL when postgres is on.
+if os.environ.get("DEMO_SVC_ENVIRONMENT") != "prod":
+    raise RuntimeError("DEMO_SVC_ENVIRONMENT is not prod")
+if os.environ.get("EXPECT_DATABASE_URL", "") != os.environ.get("DATABASE_URL", ""):
+    raise RuntimeError("DATABASE_URL is not the one devdb.py printed")
+
+app = FastAPI()
+
+
+@app.get("/health")
+async def health() -> dict[str, str]:
+    return {"status": "ok"}
+"""
+
+# Stand-ins for the template's scripts/devdb.py and <pkg>.db.migrate: they log each call.
+FAKE_DEVDB = """\
+import sys
+from pathlib import Path
+
+with Path("calls.log").open("a") as log:
+    log.write(f"devdb {sys.argv[1]}\\n")
+if sys.argv[1] == "url":
+    print("starting embedded PostgreSQL")
+    print("postgresql://bench@127.0.0.1:5999/bench")
+"""
+FAKE_MIGRATE = """\
+import os
+import sys
+from pathlib import Path
+
+with Path("calls.log").open("a") as log:
+    log.write(f"migrate {os.environ['DATABASE_URL']}\\n")
+sys.exit(int(os.environ.get("FAKE_MIGRATE_EXIT", "0")))
+"""
+FAKE_URL = "postgresql://bench@127.0.0.1:5999/bench"
+
+ProjectFactory = Callable[..., Path]
+
+
+def write_project(
+    root: Path, *, features: list[str], main: str = HEALTH_APP, venv: Path | None = None
+) -> Path:
+    """A directory shaped like a generated project, with `demo_svc` importable from its root."""
+    package = root / "demo_svc"
+    (package / "db").mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    (package / "db" / "__init__.py").write_text("")
+    (package / "db" / "migrate.py").write_text(FAKE_MIGRATE)
+    (package / "main.py").write_text(main)
+    (root / "scripts").mkdir()
+    (root / "scripts" / "devdb.py").write_text(FAKE_DEVDB)
+    answers = {"_src_path": str(REPO_ROOT), "package_name": "demo_svc", "features": features}
+    (root / ".copier-answers.yml").write_text(yaml.safe_dump(answers))
+    if venv is None:
+        # An interpreter with neither fastapi nor uvicorn: enough for the database steps.
+        bin_dir = root / ".venv" / "bin"
+        bin_dir.mkdir(parents=True)
+        (bin_dir / "python").write_text(f'#!/bin/sh\nexec "{sys.executable}" "$@"\n')
+        (bin_dir / "python").chmod(0o755)
+    else:
+        (root / ".venv").symlink_to(venv, target_is_directory=True)
+    return root
+
+
+def calls(project: Path) -> list[str]:
+    log = project / "calls.log"
+    return log.read_text().splitlines() if log.exists() else []
+
+
+def quiet_console() -> tuple[Console, io.StringIO]:
+    out = io.StringIO()
+    return Console(file=out, width=200, color_system=None), out
+
+
+def result(rps: float, p99_ms: float, errors: int = 0) -> WrkResult:
+    return WrkResult(
+        requests=int(rps),
+        duration_s=1.0,
+        rps=rps,
+        p50_ms=p99_ms / 2,
+        p75_ms=p99_ms / 2,
+        p90_ms=p99_ms,
+        p99_ms=p99_ms,
+        non_2xx_3xx=errors,
+    )
+
+
+@pytest.fixture(autouse=True)
+def _no_database_url(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A DATABASE_URL from the caller's shell would bypass the embedded-database path."""
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+
+
+# --- usage errors (exit 2) -------------------------------------------------------------------
+
+
+def test_unknown_scenario_lists_the_known_ones(tmp_path: Path) -> None:
+    console, out = quiet_console()
+    code = run_loadtest(
+        tmp_path,
+        ["health", "nope"],
+        duration=1,
+        connections=1,
+        json_path=None,
+        min_ratio=None,
+        console=console,
+    )
+    assert code == 2
+    assert "unknown scenario nope; known: health" in out.getvalue()
+
+
+@needs_load_tools
+def test_a_plain_directory_is_not_a_project(tmp_path: Path) -> None:
+    console, out = quiet_console()
+    code = run_loadtest(
+        tmp_path,
+        ["health"],
+        duration=1,
+        connections=1,
+        json_path=None,
+        min_ratio=None,
+        console=console,
+    )
+    assert code == 2
+    assert "is not a generated project" in out.getvalue()
+
+
+def test_missing_wrk_prints_the_install_command(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_which = shutil.which
+    monkeypatch.setattr(shutil, "which", lambda tool: None if tool == "wrk" else real_which(tool))
+    console, out = quiet_console()
+    code = run_loadtest(
+        write_project(tmp_path, features=[]),
+        ["health"],
+        duration=1,
+        connections=1,
+        json_path=None,
+        min_ratio=None,
+        console=console,
+    )
+    assert code == 2
+    assert "sudo apt-get install -y wrk" in out.getvalue()
+
+
+def test_sub_second_duration_is_refused(tmp_path: Path) -> None:
+    console, out = quiet_console()
+    code = run_loadtest(
+        tmp_path,
+        ["health"],
+        duration=0.4,
+        connections=1,
+        json_path=None,
+        min_ratio=None,
+        console=console,
+    )
+    assert code == 2
+    assert "at least 1 s" in out.getvalue()
+
+
+# --- figures ---------------------------------------------------------------------------------
+
+
+def test_side_reports_the_median_run_and_sums_errors() -> None:
+    side = Side(runs=(result(900, 9.0, errors=1), result(1000, 3.0), result(800, 5.0, errors=2)))
+    assert (side.median.rps, side.median.p99_ms) == (900, 9.0)
+    assert side.errors == 3
+
+
+# --- the project contract --------------------------------------------------------------------
+
+
+def test_database_is_started_migrated_and_stopped(tmp_path: Path) -> None:
+    project = service.Project.load(write_project(tmp_path, features=["postgres"]))
+    with service.database(project) as extra_env:
+        assert extra_env == {"DATABASE_URL": FAKE_URL}
+        assert calls(tmp_path) == ["devdb url", f"migrate {FAKE_URL}"]
+    assert calls(tmp_path)[-1] == "devdb stop"
+
+
+def test_a_database_already_running_is_left_running(tmp_path: Path) -> None:
+    project = service.Project.load(write_project(tmp_path, features=["postgres"]))
+    pid_file = tmp_path / ".data" / "pgdata" / "postmaster.pid"
+    pid_file.parent.mkdir(parents=True)
+    pid_file.write_text(f"{os.getpid()}\n{pid_file.parent}\n")
+    with service.database(project):
+        pass
+    assert "devdb stop" not in calls(tmp_path)
+
+
+def test_a_stale_pid_file_does_not_count_as_running(tmp_path: Path) -> None:
+    project = service.Project.load(write_project(tmp_path, features=["postgres"]))
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    pid_file = tmp_path / ".data" / "postmaster.pid"
+    pid_file.parent.mkdir()
+    pid_file.write_text(f"{dead.pid}\n")
+    with service.database(project):
+        pass
+    assert calls(tmp_path)[-1] == "devdb stop"
+
+
+def test_failed_migration_still_stops_the_database(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FAKE_MIGRATE_EXIT", "3")
+    project = service.Project.load(write_project(tmp_path, features=["postgres"]))
+    with (
+        pytest.raises(service.ServiceError, match="exited with 3"),
+        service.database(project),
+    ):
+        pytest.fail("the body must not run when migrations fail")
+    assert calls(tmp_path) == ["devdb url", f"migrate {FAKE_URL}", "devdb stop"]
+
+
+def test_an_explicit_database_url_skips_the_embedded_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DATABASE_URL", "postgresql://prod/db")
+    project = service.Project.load(write_project(tmp_path, features=["postgres"]))
+    with service.database(project) as extra_env:
+        assert extra_env == {}
+    assert calls(tmp_path) == []
+
+
+@needs_load_tools
+def test_a_server_that_cannot_start_reports_its_output(tmp_path: Path) -> None:
+    project = service.Project.load(write_project(tmp_path, features=[]))
+    with (
+        pytest.raises(service.ServiceError, match="No module named uvicorn"),
+        service.service(project, {}),
+    ):
+        pytest.fail("an interpreter without uvicorn cannot serve")
+
+
+def test_stop_kills_a_server_that_ignores_sigterm(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(service, "STOP_TIMEOUT_S", 0.5)
+    stubborn = subprocess.Popen(
+        ["sh", "-c", "trap '' TERM; echo ready; sleep 30"],
+        stdout=subprocess.PIPE,
+        start_new_session=True,
+    )
+    assert stubborn.stdout is not None
+    assert stubborn.stdout.readline() == b"ready\n"  # the trap is set: SIGTERM is ignored
+    service._stop(stubborn)
+    stubborn.stdout.close()
+    assert stubborn.returncode == -9
+
+
+# --- real load ------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def server_venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One venv with the server stack, shared by every fake project (installing takes time)."""
+    if not HAVE_LOAD_TOOLS:
+        pytest.skip("needs wrk, taskset and uv")
+    venv = tmp_path_factory.mktemp("server-venv") / ".venv"
+    env = {**os.environ, "UV_PYTHON_DOWNLOADS": "never"}
+    env.pop("VIRTUAL_ENV", None)
+    subprocess.run(["uv", "venv", "-q", "--python", sys.executable, str(venv)], env=env, check=True)
+    python = str(venv / "bin" / "python")
+    subprocess.run(
+        ["uv", "pip", "install", "-q", "--python", python, "fastapi", "uvicorn[standard]"],
+        env=env,
+        check=True,
+        timeout=600,
+    )
+    return venv
+
+
+@pytest.fixture
+def fake_project(tmp_path: Path, server_venv: Path) -> ProjectFactory:
+    def make(*, features: list[str], main: str = HEALTH_APP) -> Path:
+        return write_project(tmp_path / "project", features=features, main=main, venv=server_venv)
+
+    return make
+
+
+def assert_report(report: dict[str, Any]) -> dict[str, Any]:
+    """The JSON contract other tools read; returns the one scenario's entry."""
+    assert set(report["machine"]) >= {
+        "cpu_model",
+        "cores",
+        "python",
+        "platform",
+        "wrk_version",
+        "date",
+    }
+    health: dict[str, Any]
+    (health,) = report["scenarios"]
+    assert set(health) >= {
+        "name",
+        "rps",
+        "p50_ms",
+        "p99_ms",
+        "errors",
+        "baseline_rps",
+        "baseline_p99_ms",
+        "ratio",
+    }
+    assert health["name"] == "health"
+    assert health["rps"] > 0
+    assert health["baseline_rps"] > 0
+    assert health["errors"] == 0
+    assert health["baseline_errors"] == 0
+    assert 0 < health["p50_ms"] <= health["p99_ms"]
+    assert 0 < health["baseline_p50_ms"] <= health["baseline_p99_ms"]
+    assert health["ratio"] == pytest.approx(health["rps"] / health["baseline_rps"], rel=1e-3)
+    return health
+
+
+@pytest.mark.slow
+@pytest.mark.load
+def test_fake_project_end_to_end(
+    fake_project: ProjectFactory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Both sides measured, the database contract honoured, the JSON written."""
+    monkeypatch.setenv("EXPECT_DATABASE_URL", FAKE_URL)
+    project = fake_project(features=["postgres"])
+    console, out = quiet_console()
+    json_path = tmp_path / "out" / "load.json"
+    code = run_loadtest(
+        project,
+        ["health"],
+        duration=2,
+        connections=32,
+        json_path=json_path,
+        min_ratio=0.5,
+        console=console,
+    )
+    printed = out.getvalue()
+    print(printed)
+    assert code == 0, printed
+    health = assert_report(json.loads(json_path.read_text()))
+    assert len(health["runs"]["baseline"]) == len(health["runs"]["service"]) == loadtest.RUNS
+    assert health["ratio"] >= 0.5  # both sides are bare FastAPI: a tripwire, not a target
+    assert calls(project) == ["devdb url", f"migrate {FAKE_URL}", "devdb stop"]
+    assert "baseline" in printed
+    assert "service" in printed
+
+
+@pytest.mark.slow
+@pytest.mark.load
+def test_ratio_below_the_floor_exits_1(fake_project: ProjectFactory) -> None:
+    console, out = quiet_console()
+    code = run_loadtest(
+        fake_project(features=[]),
+        ["health"],
+        duration=1,
+        connections=8,
+        json_path=None,
+        min_ratio=100.0,
+        console=console,
+    )
+    assert code == 1
+    assert "below --min-ratio 100.0: health" in out.getvalue()
+
+
+@pytest.mark.slow
+@pytest.mark.load
+def test_service_that_fails_to_start_exits_1_with_its_stderr(
+    fake_project: ProjectFactory,
+) -> None:
+    console, out = quiet_console()
+    broken = 'raise RuntimeError("refusing to start: no SECRET_KEY")\n'
+    code = run_loadtest(
+        fake_project(features=[], main=broken),
+        ["health"],
+        duration=1,
+        connections=8,
+        json_path=None,
+        min_ratio=None,
+        console=console,
+    )
+    printed = out.getvalue()
+    assert code == 1
+    assert "service exited with" in printed
+    assert "refusing to start: no SECRET_KEY" in printed
+
+
+@pytest.fixture(scope="session")
+def sample_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real sample rendered from this repo's template, postgres on."""
+    if not (REPO_ROOT / "template" / "src").exists():
+        pytest.skip("template/src does not exist yet: the template has no service to load-test")
+    if not HAVE_LOAD_TOOLS:
+        pytest.skip("needs wrk, taskset and uv")
+    import copier
+
+    dest = tmp_path_factory.mktemp("sample") / "bench-svc"
+    copier.run_copy(
+        str(REPO_ROOT),
+        dest,
+        data={"project_slug": "bench-svc", "targets": [], "features": ["postgres"]},
+        defaults=True,
+        # HEAD, not None: None checks out the latest tag once one exists; HEAD also includes
+        # uncommitted template changes.
+        vcs_ref="HEAD",
+        unsafe=True,
+        quiet=True,
+    )
+    return dest
+
+
+@pytest.mark.slow
+@pytest.mark.load
+def test_rendered_sample_against_bare_fastapi(sample_project: Path, tmp_path: Path) -> None:
+    """The figure DESIGN.md §8 asks for, on the real template; 0.5 is a tripwire only."""
+    console, out = quiet_console()
+    json_path = tmp_path / "load.json"
+    code = run_loadtest(
+        sample_project,
+        ["health"],
+        duration=2,
+        connections=32,
+        json_path=json_path,
+        min_ratio=None,
+        console=console,
+    )
+    printed = out.getvalue()
+    print(printed)
+    assert code == 0, printed
+    health = assert_report(json.loads(json_path.read_text()))
+    assert health["ratio"] >= 0.5, printed
