@@ -32,6 +32,10 @@ class Resource(Protocol):
         """Readiness: True when the resource can serve requests now."""
         ...
 
+    def details(self) -> dict[str, object]:
+        """JSON-able state for operators (pool sizes, breaker state...); no I/O."""
+        ...
+
 
 async def start_all(resources: Sequence[Resource]) -> None:
     """Start every resource concurrently; on any failure stop those that started and raise."""

@@ -71,6 +71,20 @@ class PostgresPool:
             return False
         return True
 
+    def details(self) -> dict[str, object]:
+        if self._pool is None:
+            return {"started": False}
+        pool = self._pool
+        size, idle = pool.get_size(), pool.get_idle_size()
+        return {
+            "started": True,
+            "size": size,
+            "idle": idle,
+            "in_use": size - idle,
+            "min_size": pool.get_min_size(),
+            "max_size": pool.get_max_size(),
+        }
+
     @asynccontextmanager
     async def acquire(self) -> AsyncIterator[asyncpg.pool.PoolConnectionProxy]:
         """A connection within the acquire timeout, or `PoolExhausted`."""
