@@ -208,6 +208,15 @@ def test_side_reports_the_median_run_and_sums_errors() -> None:
 # --- the project contract --------------------------------------------------------------------
 
 
+def test_a_relative_dest_is_resolved_before_commands_run_inside_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = write_project(tmp_path, features=[])
+    monkeypatch.chdir(root.parent)
+    project = service.Project.load(Path(root.name))
+    assert project.python == root / ".venv" / "bin" / "python"
+
+
 def test_database_is_started_migrated_and_stopped(tmp_path: Path) -> None:
     project = service.Project.load(write_project(tmp_path, features=["postgres"]))
     with service.database(project) as extra_env:

@@ -62,6 +62,8 @@ class Project:
 
     @classmethod
     def load(cls, root: Path) -> Project:
+        # Absolute: commands run with the project as their working directory.
+        root = root.resolve()
         answers_file = root / ".copier-answers.yml"
         if not answers_file.is_file():
             raise NotAProjectError(f"{root} is not a generated project: no .copier-answers.yml")
