@@ -229,6 +229,47 @@ def loadtest(
         raise typer.Exit(code)
 
 
+@app.command()
+def matrix(
+    dest: Annotated[
+        Path, typer.Option(help="Directory the answer sets are rendered into, one each.")
+    ] = Path("build/matrix"),
+    list_only: Annotated[
+        bool, typer.Option("--list", help="Print the answer sets and exit; render nothing.")
+    ] = False,
+    jobs: Annotated[int, typer.Option(min=1, help="Answer sets checked at once.")] = 2,
+    only: Annotated[
+        list[str] | None, typer.Option(help="Check only these sets (repeatable, e.g. m03).")
+    ] = None,
+    json_path: Annotated[
+        Path | None, typer.Option("--json", help="Also write the results as JSON here.")
+    ] = None,
+) -> None:
+    """Render the pairwise-covering answer sets and run each one's own checks."""
+    from generator.harness.matrix import answer_sets, run_matrix
+
+    sets = answer_sets()
+    if only:
+        unknown = sorted(set(only) - {s.name for s in sets})
+        if unknown:
+            raise _refuse([f"--only: unknown set {', '.join(unknown)}"])
+        sets = [s for s in sets if s.name in only]
+    if list_only:
+        table = Table("set", "python", "targets", "features", title="answer matrix")
+        for answer_set in sets:
+            table.add_row(
+                answer_set.name,
+                answer_set.python_version,
+                ", ".join(answer_set.targets) or "-",
+                ", ".join(answer_set.features) or "-",
+            )
+        out.print(table)
+        return
+    code = run_matrix(dest, sets, jobs=jobs, json_path=json_path, console=out)
+    if code:
+        raise typer.Exit(code)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI on `argv` (default: sys.argv) and return its exit code instead of exiting."""
     try:

@@ -1,48 +1,18 @@
 """The `bulwark` command: refuses early with exit 2, and renders exactly what copier renders."""
 
-import shutil
-import subprocess
 from pathlib import Path
 
 import copier
 import pytest
 import yaml
 from conftest import REPO_ROOT
+from gitrepo import commit_all, copy_working_tree, git, tree
 
 from generator.cli import main
 
-GIT_IDENTITY = ("-c", "user.email=t@t", "-c", "user.name=t")
-VOLATILE_ANSWERS = ("_commit:", "_src_path:")
 # Copier's "HEAD" of a local template includes its uncommitted changes; the default ref
 # would pick the latest tag once there is one.
 WORKING_TREE = ("--vcs-ref", "HEAD")
-
-
-def _git(cwd: Path, *args: str) -> str:
-    return subprocess.run(
-        ["git", *GIT_IDENTITY, *args], cwd=cwd, check=True, capture_output=True, text=True
-    ).stdout
-
-
-def _commit_all(repo: Path, message: str) -> None:
-    _git(repo, "add", "-A")
-    _git(repo, "commit", "-q", "-m", message)
-
-
-def _tree(root: Path) -> dict[str, bytes]:
-    """Every file under root by relative path, with the answers' provenance lines dropped."""
-    files = {}
-    for path in sorted(root.rglob("*")):
-        if path.is_file():
-            content = path.read_bytes()
-            if path.name == ".copier-answers.yml":
-                content = b"".join(
-                    line
-                    for line in content.splitlines(keepends=True)
-                    if not line.decode().startswith(VOLATILE_ANSWERS)
-                )
-            files[path.relative_to(root).as_posix()] = content
-    return files
 
 
 @pytest.fixture
@@ -53,14 +23,10 @@ def template_repo(tmp_path: Path) -> Path:
     uncommitted, so the test makes its own history instead.
     """
     repo = tmp_path / "template-repo"
-    listed = _git(REPO_ROOT, "ls-files", "-z", "--cached", "--others", "--exclude-standard")
-    for name in filter(None, listed.split("\0")):
-        source = REPO_ROOT / name
-        if source.is_file():  # staged files may since have been deleted
-            (repo / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(source, repo / name)
-    _git(repo, "init", "-q")
-    _commit_all(repo, "template")
+    repo.mkdir()
+    copy_working_tree(repo)
+    git(repo, "init", "-q")
+    commit_all(repo, "template")
     return repo
 
 
@@ -111,7 +77,7 @@ def test_new_with_full_preset_equals_plain_copier(build_dir: Path) -> None:
         vcs_ref="HEAD",
         quiet=True,
     )
-    assert _tree(build_dir / "cli") == _tree(build_dir / "copier")
+    assert tree(build_dir / "cli") == tree(build_dir / "copier")
 
 
 def test_new_refuses_a_non_empty_dest(build_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -141,17 +107,17 @@ def test_presets_lists_the_presets(capsys: pytest.CaptureFixture[str]) -> None:
     assert all(name in listing for name in ("minimal", "api-postgres", "full"))
 
 
-def test_update_refuses_a_directory_outside_git(
+def test_update_refuses_a_directory_outsidegit(
     build_dir: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     assert main(["update", str(build_dir), "--defaults"]) == 2
     assert "not a git repository" in capsys.readouterr().err
 
 
-def test_update_refuses_a_dirty_git_tree(
+def test_update_refuses_a_dirty_gittree(
     build_dir: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    _git(build_dir, "init", "-q")
+    git(build_dir, "init", "-q")
     (build_dir / "edit.txt").write_text("uncommitted", encoding="utf-8")
     assert main(["update", str(build_dir), "--defaults"]) == 2
     error = capsys.readouterr().err
@@ -171,10 +137,10 @@ def test_update_pulls_template_changes_into_a_clean_project(
         vcs_ref="HEAD",
         quiet=True,
     )
-    _git(dest, "init", "-q")
-    _commit_all(dest, "generated")
+    git(dest, "init", "-q")
+    commit_all(dest, "generated")
     (template_repo / "template" / "ADDED.md").write_text("new in the template\n", encoding="utf-8")
-    _commit_all(template_repo, "template change")
+    commit_all(template_repo, "template change")
 
     assert main(["update", str(dest), "--defaults"]) == 0
     assert (dest / "ADDED.md").read_text(encoding="utf-8") == "new in the template\n"
