@@ -1,0 +1,61 @@
+"""The full service under schemathesis: no 5xx, and every response as its OpenAPI says."""
+
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import copier
+import pytest
+from conftest import REPO_ROOT
+
+from generator.harness import service as svc
+from generator.presets import get_preset
+
+pytestmark = pytest.mark.slow
+
+FUZZ_OPTIONS = ("--max-examples", "40", "--workers", "1", "--seed", "1", "--no-color")
+CHECKS = (
+    "not_a_server_error",
+    "status_code_conformance",
+    "content_type_conformance",
+    "response_schema_conformance",
+)
+
+
+@pytest.fixture
+def project() -> Iterator[svc.Project]:
+    # Outside pytest's temp root: see generator/harness/matrix.py's test for why.
+    root = Path(tempfile.mkdtemp(prefix="bulwark-fuzz-"))
+    try:
+        data = {"project_slug": "fuzz-api", **get_preset("full").answers()}
+        copier.run_copy(
+            str(REPO_ROOT), root / "svc", data=data, defaults=True, vcs_ref="HEAD", quiet=True
+        )
+        project = svc.Project.load(root / "svc")
+        svc.create_environment(project)
+        yield project
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def test_no_server_errors_and_no_schema_violations(project: svc.Project) -> None:
+    schemathesis = shutil.which("schemathesis")
+    assert schemathesis, "schemathesis is a dev dependency: run `uv sync`"
+    with svc.database(project) as extra_env, svc.service(project, extra_env) as server:
+        fuzzed = subprocess.run(
+            [
+                schemathesis,
+                "run",
+                server.url("/openapi.json"),
+                "--checks",
+                ",".join(CHECKS),
+                *FUZZ_OPTIONS,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=600,
+            check=False,
+        )
+    assert fuzzed.returncode == 0, fuzzed.stdout[-8000:]
