@@ -32,14 +32,14 @@ ALL_TARGETS = ["docker", "kubernetes", "systemd", "nginx"]
 def deploy_answer_sets() -> dict[str, dict[str, object]]:
     """Answer sets whose deployment files every deploy test checks: every feature in
     copier.yml (so features added later are covered without an edit), none, and the
-    database alone."""
+    database alone with a fixed worker count."""
     from generator.answers import questions
 
     everything = list(questions()["features"].choices)
     return {
         "all-features": {"targets": ALL_TARGETS, "features": everything},
         "no-features": {"targets": ALL_TARGETS, "features": []},
-        "postgres": {"targets": ALL_TARGETS, "features": ["postgres"]},
+        "postgres": {"targets": ALL_TARGETS, "features": ["postgres"], "systemd_workers": 4},
     }
 
 
