@@ -111,15 +111,15 @@ def check(config: Path, prefix: Path) -> None:
 
 
 @contextmanager
-def front(root: Path, server: svc.RunningServer, *, cpu: int) -> Iterator[Proxied]:
-    """Run nginx with the project's site in front of `server`, pinned to `cpu`, until /health
-    answers 200 through it; stop it (then the caller's server) when the block exits."""
+def proxy(root: Path, *, upstream_port: int, cpu: int) -> Iterator[svc.RunningServer]:
+    """Run nginx with the project's site in front of 127.0.0.1:upstream_port, pinned to `cpu`,
+    until /health answers 200 through it; stop it when the block exits."""
     nginx = binary()
     if nginx is None:
         raise NginxError(f"nginx not found; install it with: {INSTALL_HINT}")
     port = svc.free_port()
     site_text = loopback_site(
-        site_file(root).read_text(encoding="utf-8"), listen_port=port, upstream_port=server.port
+        site_file(root).read_text(encoding="utf-8"), listen_port=port, upstream_port=upstream_port
     )
     with tempfile.TemporaryDirectory(prefix="bulwark-nginx-") as tmp:
         prefix = Path(tmp)
@@ -138,9 +138,16 @@ def front(root: Path, server: svc.RunningServer, *, cpu: int) -> Iterator[Proxie
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
-        proxy = svc.RunningServer(name="nginx", port=port, process=process, log=log)
+        running = svc.RunningServer(name="nginx", port=port, process=process, log=log)
         try:
-            svc._wait_ready(proxy)
-            yield Proxied(server=server, proxy=proxy)
+            svc._wait_ready(running)
+            yield running
         finally:
             svc._stop(process)
+
+
+@contextmanager
+def front(root: Path, server: svc.RunningServer, *, cpu: int) -> Iterator[Proxied]:
+    """`server` behind the project's nginx (see `proxy`)."""
+    with proxy(root, upstream_port=server.port, cpu=cpu) as running:
+        yield Proxied(server=server, proxy=running)
