@@ -101,3 +101,24 @@ def test_compose_gates_the_app_on_healthy_dependencies(
             assert source in (compose.get("volumes") or {}), f"{name}: {source} is not named"
     assert app["read_only"] is True
     assert app["cap_drop"] == ["ALL"]
+
+
+def test_hadolint_reads_the_rendered_file(
+    deploy_sample: Callable[[str], Path], tmp_path: Path
+) -> None:
+    """A planted unpinned apt-get install is reported: the clean result above is earned."""
+    planted = tmp_path / "Dockerfile"
+    text = (deploy_sample("no-features") / "deploy/docker/Dockerfile").read_text()
+    planted.write_text(
+        text.replace("USER 10001:10001", "RUN apt-get install curl\nUSER 10001:10001")
+    )
+    linted = subprocess.run(
+        [venv_tool("hadolint"), "--no-color", "--format", "json", str(planted)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert linted.returncode != 0
+    assert {"DL3008", "DL3014", "DL3015"} <= {
+        finding["code"] for finding in json.loads(linted.stdout)
+    }

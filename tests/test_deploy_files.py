@@ -71,3 +71,21 @@ def test_every_yaml_file_passes_yamllint(
         check=True,
     ).stdout.split()
     assert {"./deploy/docker/compose.yaml", "./deploy/k8s/base/deployment.yaml"} <= set(listed)
+
+
+def test_yamllint_config_still_finds_problems(
+    deploy_sample: Callable[[str], Path], tmp_path: Path
+) -> None:
+    """The project's relaxations (line length 100, no "---") leave real errors reported."""
+    root = deploy_sample("no-features")
+    planted = tmp_path / "deploy.yaml"
+    text = (root / "deploy/k8s/base/service.yaml").read_text()
+    planted.write_text(text.replace("type: ClusterIP", "type: ClusterIP\n  type: NodePort"))
+    linted = subprocess.run(
+        [venv_tool("yamllint"), "--config-file", str(root / ".yamllint.yaml"), str(planted)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert linted.returncode != 0
+    assert "duplication of key" in linted.stdout
