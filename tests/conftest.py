@@ -1,5 +1,6 @@
 """Shared test fixtures: where the template lives and a fresh directory to render into."""
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -20,3 +21,52 @@ def build_dir(tmp_path: Path) -> Path:
     path = tmp_path / "build"
     path.mkdir()
     return path
+
+
+# --- rendered deployment files (tests/test_deploy_*.py) ---------------------------------------
+
+DEPLOY_SLUG = "orders-api"
+ALL_TARGETS = ["docker", "kubernetes", "systemd", "nginx"]
+
+
+def deploy_answer_sets() -> dict[str, dict[str, object]]:
+    """Answer sets whose deployment files every deploy test checks: every feature in
+    copier.yml (so features added later are covered without an edit), none, and the
+    database alone with a fixed worker count."""
+    from generator.answers import questions
+
+    everything = list(questions()["features"].choices)
+    return {
+        "all-features": {"targets": ALL_TARGETS, "features": everything},
+        "no-features": {"targets": ALL_TARGETS, "features": []},
+        "postgres": {"targets": ALL_TARGETS, "features": ["postgres"], "systemd_workers": 4},
+    }
+
+
+@pytest.fixture(scope="session")
+def deploy_sample(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Path]:
+    """Render an answer set of `deploy_answer_sets()` once per session; return its root."""
+    import copier
+
+    rendered: dict[str, Path] = {}
+
+    def render(name: str) -> Path:
+        if name not in rendered:
+            data = {"project_slug": DEPLOY_SLUG, **deploy_answer_sets()[name]}
+            dest = tmp_path_factory.mktemp(name) / "svc"
+            copier.run_copy(
+                str(REPO_ROOT), dest, data=data, defaults=True, vcs_ref="HEAD", quiet=True
+            )
+            rendered[name] = dest
+        return rendered[name]
+
+    return render
+
+
+def venv_tool(name: str) -> str:
+    """A linter installed by this repo's dev dependencies (`uv sync`), found beside python."""
+    import sys
+
+    path = Path(sys.executable).parent / name
+    assert path.exists(), f"{name} is missing from {path.parent}: run `uv sync` (dev group)"
+    return str(path)

@@ -11,7 +11,7 @@ import os
 import platform
 import shutil
 from collections.abc import Callable, Sequence
-from contextlib import ExitStack
+from contextlib import AbstractContextManager, ExitStack, nullcontext
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -22,8 +22,8 @@ from rich.markup import escape
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
+from generator.harness import nginx, wrk
 from generator.harness import service as svc
-from generator.harness import wrk
 
 WARMUP_S = 3
 RUNS = 3
@@ -40,6 +40,9 @@ class Scenario:
     method: str
     path: str
     description: str
+    # uvicorn worker processes on both sides; through the project's nginx site or direct.
+    workers: int = 1
+    via_nginx: bool = False
 
     def __post_init__(self) -> None:
         if self.method != "GET":
@@ -49,7 +52,24 @@ class Scenario:
 # Later scenarios (db-read, cached-read, overload, nginx) slot in here.
 SCENARIOS: dict[str, Scenario] = {
     s.name: s
-    for s in (Scenario("health", "GET", "/health", "liveness route: the stack's own cost"),)
+    for s in (
+        Scenario("health", "GET", "/health", "liveness route: the stack's own cost"),
+        Scenario(
+            "direct",
+            "GET",
+            "/health",
+            "the nginx scenario's servers (2 workers) without nginx: its direct reference",
+            workers=2,
+        ),
+        Scenario(
+            "nginx",
+            "GET",
+            "/health",
+            "through real nginx with the project's own site file, 2 workers on both sides",
+            workers=2,
+            via_nginx=True,
+        ),
+    )
 }
 
 
@@ -108,7 +128,7 @@ def run_loadtest(
     chosen = [SCENARIOS[name] for name in dict.fromkeys(scenarios)]
     try:
         machine, outcomes = _measure(project, chosen, seconds, connections, console)
-    except (svc.ServiceError, wrk.WrkError) as exc:
+    except (svc.ServiceError, wrk.WrkError, nginx.NginxError) as exc:
         console.print(f"[red]error:[/] {escape(str(exc))}")
         return 1
     except KeyboardInterrupt:
@@ -157,6 +177,13 @@ def _check_usage(
         project = svc.Project.load(dest)
     except svc.NotAProjectError as exc:
         raise UsageError(str(exc)) from exc
+    if any(SCENARIOS[name].via_nginx for name in scenarios):
+        if nginx.binary() is None:
+            raise UsageError(f"nginx not found; install it with: {nginx.INSTALL_HINT}")
+        try:
+            nginx.site_file(project.root)
+        except nginx.NginxError as exc:
+            raise UsageError(str(exc)) from exc
     if not project.python.exists() and shutil.which("uv") is None:
         raise UsageError(f"{dest} has no .venv and uv is not found; install it: {_UV_INSTALL_HINT}")
     return project, seconds
@@ -195,15 +222,28 @@ def _measure(
             sides = {}
             for side in ("baseline", "service"):
                 tasks = _add_tasks(progress, scenario, side, seconds)
+                workers = scenario.workers
                 server = (
-                    svc.baseline(project) if side == "baseline" else svc.service(project, extra_env)
+                    svc.baseline(project, workers=workers)
+                    if side == "baseline"
+                    else svc.service(project, extra_env, workers=workers)
                 )
-                with server as running:
-                    sides[side] = _drive(running, scenario, tasks, progress, connections)
+                with server as running, _entry(project, running, scenario) as target:
+                    sides[side] = _drive(target, scenario, tasks, progress, connections)
             if sides["baseline"].median.rps == 0:
                 raise svc.ServiceError(f"{scenario.name}: the baseline completed no request")
             outcomes.append(Outcome(scenario, sides["baseline"], sides["service"]))
     return machine, outcomes
+
+
+def _entry(
+    project: svc.Project, server: svc.RunningServer, scenario: Scenario
+) -> AbstractContextManager[svc.RunningServer | nginx.Proxied]:
+    """Where wrk connects: the server itself, or the project's nginx in front of it (on the
+    server's core, so the proxy's cost shows in the figures)."""
+    if scenario.via_nginx:
+        return nginx.front(project.root, server, cpu=svc.SERVER_CPU)
+    return nullcontext(server)
 
 
 def _add_tasks(
@@ -223,7 +263,7 @@ def _add_tasks(
 
 
 def _drive(
-    server: svc.RunningServer,
+    server: svc.RunningServer | nginx.Proxied,
     scenario: Scenario,
     tasks: Sequence[tuple[TaskID, int]],
     progress: Progress,
@@ -314,6 +354,8 @@ def _scenario_report(outcome: Outcome) -> dict[str, Any]:
         "baseline_errors": outcome.baseline.errors,
         "method": outcome.scenario.method,
         "path": outcome.scenario.path,
+        "workers": outcome.scenario.workers,
+        "via_nginx": outcome.scenario.via_nginx,
         "runs": {
             "baseline": [{**asdict(run), "errors": run.errors} for run in outcome.baseline.runs],
             "service": [{**asdict(run), "errors": run.errors} for run in outcome.service.runs],

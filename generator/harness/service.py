@@ -74,7 +74,10 @@ class Project:
         features = answers.get("features") or []
         if not isinstance(features, list):
             raise NotAProjectError(f"{answers_file}: features is not a list")
-        return cls(root=root, package_name=package_name, features=tuple(map(str, features)))
+        # Absolute: project commands run with the project as their working directory.
+        return cls(
+            root=root.resolve(), package_name=package_name, features=tuple(map(str, features))
+        )
 
     @property
     def python(self) -> Path:
@@ -159,24 +162,33 @@ def database(project: Project) -> Iterator[dict[str, str]]:
 
 
 def service(
-    project: Project, extra_env: Mapping[str, str]
+    project: Project, extra_env: Mapping[str, str], *, workers: int = 1
 ) -> AbstractContextManager[RunningServer]:
     """The generated service in production mode."""
     env = {**os.environ, **extra_env, project.environment_var: "prod"}
-    return serve("service", [f"{project.package_name}.main:app"], project=project, env=env)
+    app_args = [f"{project.package_name}.main:app"]
+    return serve("service", app_args, project=project, env=env, workers=workers)
 
 
-def baseline(project: Project) -> AbstractContextManager[RunningServer]:
+def baseline(project: Project, *, workers: int = 1) -> AbstractContextManager[RunningServer]:
     """The bare app, on the project's interpreter so fastapi/uvicorn versions match."""
     app_args = ["--app-dir", str(BASELINE_APP.parent), f"{BASELINE_APP.stem}:app"]
-    return serve("baseline", app_args, project=project, env=dict(os.environ))
+    return serve("baseline", app_args, project=project, env=dict(os.environ), workers=workers)
 
 
 @contextmanager
 def serve(
-    name: str, app_args: Sequence[str], *, project: Project, env: Mapping[str, str]
+    name: str,
+    app_args: Sequence[str],
+    *,
+    project: Project,
+    env: Mapping[str, str],
+    workers: int = 1,
 ) -> Iterator[RunningServer]:
-    """Run uvicorn on SERVER_CPU until /health answers 200; stop it when the block exits."""
+    """Run uvicorn on SERVER_CPU until /health answers 200; stop it when the block exits.
+
+    More than one worker runs under uvicorn's supervisor, as `--workers` does in production.
+    """
     port = free_port()
     command = [
         "taskset",
@@ -191,6 +203,7 @@ def serve(
         "--port",
         str(port),
         *UVICORN_FLAGS,
+        *(["--workers", str(workers)] if workers > 1 else []),
     ]
     with tempfile.TemporaryDirectory(prefix=f"bulwark-{name}-") as tmp:
         log = Path(tmp) / "server.log"

@@ -1,0 +1,199 @@
+"""A generated service behind real nginx with its rendered site, as the systemd unit runs it
+(2 workers): a worker killed under load costs only the requests it had in flight, and workers
+recycled by max-requests cost none. Also runs the project's own `make manifests-check`.
+
+Load runs hold /tmp/bulwark-bench.lock, so they never overlap another load test.
+"""
+
+import fcntl
+import os
+import shutil
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import copier
+import pytest
+from conftest import DEPLOY_SLUG, REPO_ROOT
+
+from generator.harness import nginx, wrk
+from generator.harness import service as svc
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        not all(map(shutil.which, ("wrk", "taskset", "uv"))) or nginx.binary() is None,
+        reason="needs wrk, taskset, uv and nginx (.ci/bootstrap installs them)",
+    ),
+]
+BENCH_LOCK = Path("/tmp/bulwark-bench.lock")
+SERVER_CPU, WRK_CPU = 0, 1
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory: pytest.TempPathFactory) -> svc.Project:
+    root = tmp_path_factory.mktemp("run") / "svc"
+    data = {
+        "project_slug": DEPLOY_SLUG,
+        "targets": ["docker", "kubernetes", "systemd", "nginx"],
+        "features": ["postgres"],
+    }
+    copier.run_copy(str(REPO_ROOT), root, data=data, defaults=True, vcs_ref="HEAD", quiet=True)
+    loaded = svc.Project.load(root)
+    svc.create_environment(loaded)
+    return loaded
+
+
+@pytest.fixture(scope="module")
+def database(project: svc.Project) -> Iterator[dict[str, str]]:
+    with svc.database(project) as extra:
+        yield extra
+
+
+@contextmanager
+def bench_lock() -> Iterator[None]:
+    with BENCH_LOCK.open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def workers_of(master: int) -> list[int]:
+    """uvicorn's worker processes: the master's children started by multiprocessing spawn."""
+    children = Path(f"/proc/{master}/task/{master}/children").read_text().split()
+    return [
+        int(pid) for pid in children if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    ]
+
+
+def wait_for_workers(master: int, count: int, timeout_s: float = 20.0) -> list[int]:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        found = workers_of(master)
+        if len(found) == count:
+            return found
+        time.sleep(0.1)
+    raise AssertionError(f"uvicorn {master} has workers {workers_of(master)}, expected {count}")
+
+
+def connections_on(pid: int, port: int) -> int:
+    """Established TCP connections `pid` holds on local `port`: at most one request in flight
+    each, so this bounds the requests a kill of `pid` can lose."""
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            target = os.readlink(fd)
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[len("socket:[") : -1])
+    count = 0
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            local_port = int(fields[1].rsplit(":", 1)[1], 16)
+            if local_port == port and fields[3] == "01" and fields[9] in inodes:
+                count += 1
+    return count
+
+
+def test_project_manifests_check_passes(project: svc.Project) -> None:
+    environment = {k: v for k, v in os.environ.items() if not k.startswith(("MAKE", "MFLAGS"))}
+    environment.pop("VIRTUAL_ENV", None)
+    checked = subprocess.run(
+        ["make", "manifests-check"],
+        cwd=project.root,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert checked.returncode == 0, checked.stdout[-4000:] + checked.stderr[-2000:]
+    assert "every deployment file passed" in checked.stdout
+    assert "Overall exposure level" in checked.stdout
+
+
+def test_killing_a_worker_under_load_loses_only_its_in_flight_requests(
+    project: svc.Project, database: dict[str, str]
+) -> None:
+    killed: dict[str, int] = {}
+
+    with (
+        bench_lock(),
+        svc.service(project, database, workers=2) as server,
+        nginx.front(project.root, server, cpu=SERVER_CPU) as proxied,
+    ):
+        master = server.process.pid
+        victim = wait_for_workers(master, 2)[0]
+
+        def kill_once(elapsed: float) -> None:
+            if elapsed >= 2.0 and not killed:
+                killed["in_flight_bound"] = connections_on(victim, server.port)
+                os.kill(victim, signal.SIGKILL)
+                killed["pid"] = victim
+
+        result = wrk.run_wrk(
+            proxied.url("/health"), duration_s=6, connections=32, cpu=WRK_CPU, tick=kill_once
+        )
+        survivors = wait_for_workers(master, 2)
+        proxied.check_alive()
+
+    print(
+        f"worker kill under load: {result.requests} requests, {result.rps:.0f} rps, "
+        f"{result.errors} failed, bound {killed['in_flight_bound']} connections on the victim"
+    )
+    assert killed["pid"] not in survivors  # the supervisor replaced it
+    assert result.requests > 1000
+    assert result.errors <= killed["in_flight_bound"]
+
+
+def test_recycled_workers_cost_no_request(project: svc.Project, database: dict[str, str]) -> None:
+    """`python -m <pkg>` as the systemd unit starts it, each worker recycled after 200-400
+    requests: the listening socket stays open in uvicorn's supervisor, so a request that
+    arrives while a worker restarts waits for the other (or the new) one instead of failing."""
+    prefix = "ORDERS_API_"
+    port = svc.free_port()
+    env = {
+        **os.environ,
+        **database,
+        f"{prefix}ENVIRONMENT": "prod",
+        f"{prefix}PORT": str(port),
+        f"{prefix}WORKERS": "2",
+        f"{prefix}LIMIT_MAX_REQUESTS": "200",
+        f"{prefix}LIMIT_MAX_REQUESTS_JITTER": "200",
+        f"{prefix}LOG_LEVEL": "WARNING",
+    }
+    log = project.root / "recycle.log"
+    command = ["taskset", "-c", str(SERVER_CPU), str(project.python), "-m", "orders_api"]
+    with bench_lock(), log.open("ab") as log_file:
+        process = subprocess.Popen(
+            command,
+            cwd=project.root,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        server = svc.RunningServer(name="service", port=port, process=process, log=log)
+        try:
+            svc._wait_ready(server)
+            first = set(wait_for_workers(process.pid, 2))
+            with nginx.front(project.root, server, cpu=SERVER_CPU) as proxied:
+                result = wrk.run_wrk(
+                    proxied.url("/health"), duration_s=6, connections=16, cpu=WRK_CPU
+                )
+                proxied.check_alive()
+            last = set(wait_for_workers(process.pid, 2))
+        finally:
+            svc._stop(process)
+
+    print(f"recycling: {result.requests} requests, {result.errors} failed")
+    assert first.isdisjoint(last)  # both workers were recycled and replaced
+    assert result.errors == 0
