@@ -11,6 +11,7 @@ from typing import Any
 
 import asyncpg
 
+from .batch import Batcher
 from .pool import Connection, PostgresPool
 
 ItemData = dict[str, Any]
@@ -95,6 +96,10 @@ class ItemStore:
     async def get_many(self, item_ids: Sequence[int]) -> dict[int, ItemData]:
         records = await self.postgres.read(lambda connection: get_items(connection, item_ids))
         return {record["id"]: to_data(record) for record in records}
+
+    def loader(self) -> Batcher[int, ItemData]:
+        """A per-request batcher: item lookups made in one tick become one `= ANY($1)` query."""
+        return Batcher(self.get_many)
 
     async def page(self, *, after: int | None, limit: int) -> list[ItemData]:
         records = await self.postgres.read(

@@ -217,6 +217,13 @@ class PostgresPool:
                     result = await query(connection)
         return result
 
+    async def read_concurrently(self, *queries: Callable[[Connection], Awaitable[T]]) -> list[T]:
+        """Run independent reads at once, each on its own connection (one connection runs one
+        query at a time); results in argument order. The first failure cancels the others."""
+        async with asyncio.TaskGroup() as group:
+            tasks = [group.create_task(self.read(query)) for query in queries]
+        return [task.result() for task in tasks]
+
 
 async def database_unavailable_handler(request: Request, exc: Exception) -> JSONResponse:
     """503 + Retry-After: the client should come back, not wait on a full or absent database."""
