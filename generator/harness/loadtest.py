@@ -10,9 +10,9 @@ import json
 import os
 import platform
 import shutil
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import ExitStack
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -24,6 +24,7 @@ from rich.table import Table
 
 from generator.harness import service as svc
 from generator.harness import wrk
+from generator.harness.db_scenarios import BASELINE_DB_APP, seed_item
 
 WARMUP_S = 3
 RUNS = 3
@@ -40,6 +41,13 @@ class Scenario:
     method: str
     path: str
     description: str
+    # The defaults keep a scenario like `health`: no feature needed, bare FastAPI baseline.
+    features: tuple[str, ...] = ()
+    baseline_app: Path = svc.BASELINE_APP
+    # Run once before both sides (database up and migrated); returns the `{...}` in `path`.
+    prepare: Callable[[svc.Project, Mapping[str, str]], Mapping[str, str]] | None = None
+    # Service settings for this scenario, by name without the project's env prefix.
+    service_settings: tuple[tuple[str, str], ...] = ()
 
     def __post_init__(self) -> None:
         if self.method != "GET":
@@ -49,7 +57,28 @@ class Scenario:
 # Later scenarios (db-read, cached-read, overload, nginx) slot in here.
 SCENARIOS: dict[str, Scenario] = {
     s.name: s
-    for s in (Scenario("health", "GET", "/health", "liveness route: the stack's own cost"),)
+    for s in (
+        Scenario("health", "GET", "/health", "liveness route: the stack's own cost"),
+        Scenario(
+            "db-read",
+            "GET",
+            "/items/{item_id}",
+            "one item by id from PostgreSQL (item cache off) vs bare FastAPI + asyncpg",
+            features=("postgres",),
+            baseline_app=BASELINE_DB_APP,
+            prepare=seed_item,
+            service_settings=(("CACHE_ITEMS_TTL_S", "0"),),
+        ),
+        Scenario(
+            "cached-read",
+            "GET",
+            "/items/{item_id}",
+            "one item by id through the cache vs bare FastAPI + asyncpg reading PostgreSQL",
+            features=("postgres", "cache"),
+            baseline_app=BASELINE_DB_APP,
+            prepare=seed_item,
+        ),
+    )
 }
 
 
@@ -157,6 +186,13 @@ def _check_usage(
         project = svc.Project.load(dest)
     except svc.NotAProjectError as exc:
         raise UsageError(str(exc)) from exc
+    for name in dict.fromkeys(scenarios):
+        missing = [f for f in SCENARIOS[name].features if f not in project.features]
+        if missing:
+            raise UsageError(
+                f"scenario {name} needs the {', '.join(missing)} feature(s); "
+                f"{dest} was generated without them"
+            )
     if not project.python.exists() and shutil.which("uv") is None:
         raise UsageError(f"{dest} has no .venv and uv is not found; install it: {_UV_INSTALL_HINT}")
     return project, seconds
@@ -192,11 +228,21 @@ def _measure(
         )
         outcomes = []
         for scenario in scenarios:
+            if scenario.prepare is not None:
+                scenario = replace(
+                    scenario, path=scenario.path.format(**scenario.prepare(project, extra_env))
+                )
+            service_env = {
+                **extra_env,
+                **{project.env_prefix + name: value for name, value in scenario.service_settings},
+            }
             sides = {}
             for side in ("baseline", "service"):
                 tasks = _add_tasks(progress, scenario, side, seconds)
                 server = (
-                    svc.baseline(project) if side == "baseline" else svc.service(project, extra_env)
+                    svc.baseline(project, scenario.baseline_app, extra_env)
+                    if side == "baseline"
+                    else svc.service(project, service_env)
                 )
                 with server as running:
                     sides[side] = _drive(running, scenario, tasks, progress, connections)
