@@ -10,9 +10,9 @@ import json
 import os
 import platform
 import shutil
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager, ExitStack, nullcontext
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -24,6 +24,7 @@ from rich.table import Table
 
 from generator.harness import nginx, wrk
 from generator.harness import service as svc
+from generator.harness.db_scenarios import BASELINE_DB_APP, seed_item
 
 WARMUP_S = 3
 RUNS = 3
@@ -40,6 +41,13 @@ class Scenario:
     method: str
     path: str
     description: str
+    # The defaults keep a scenario like `health`: no feature needed, bare FastAPI baseline.
+    features: tuple[str, ...] = ()
+    baseline_app: Path = svc.BASELINE_APP
+    # Run once before both sides (database up and migrated); returns the `{...}` in `path`.
+    prepare: Callable[[svc.Project, Mapping[str, str]], Mapping[str, str]] | None = None
+    # Service settings for this scenario, by name without the project's env prefix.
+    service_settings: tuple[tuple[str, str], ...] = ()
     # uvicorn worker processes on both sides; through the project's nginx site or direct.
     workers: int = 1
     via_nginx: bool = False
@@ -68,6 +76,25 @@ SCENARIOS: dict[str, Scenario] = {
             "through real nginx with the project's own site file, 2 workers on both sides",
             workers=2,
             via_nginx=True,
+        ),
+        Scenario(
+            "db-read",
+            "GET",
+            "/items/{item_id}",
+            "one item by id from PostgreSQL (item cache off) vs bare FastAPI + asyncpg",
+            features=("postgres",),
+            baseline_app=BASELINE_DB_APP,
+            prepare=seed_item,
+            service_settings=(("CACHE_ITEMS_TTL_S", "0"),),
+        ),
+        Scenario(
+            "cached-read",
+            "GET",
+            "/items/{item_id}",
+            "one item by id through the cache vs bare FastAPI + asyncpg reading PostgreSQL",
+            features=("postgres", "cache"),
+            baseline_app=BASELINE_DB_APP,
+            prepare=seed_item,
         ),
     )
 }
@@ -184,6 +211,13 @@ def _check_usage(
             nginx.site_file(project.root)
         except nginx.NginxError as exc:
             raise UsageError(str(exc)) from exc
+    for name in dict.fromkeys(scenarios):
+        missing = [f for f in SCENARIOS[name].features if f not in project.features]
+        if missing:
+            raise UsageError(
+                f"scenario {name} needs the {', '.join(missing)} feature(s); "
+                f"{dest} was generated without them"
+            )
     if not project.python.exists() and shutil.which("uv") is None:
         raise UsageError(f"{dest} has no .venv and uv is not found; install it: {_UV_INSTALL_HINT}")
     return project, seconds
@@ -219,14 +253,22 @@ def _measure(
         )
         outcomes = []
         for scenario in scenarios:
+            if scenario.prepare is not None:
+                scenario = replace(
+                    scenario, path=scenario.path.format(**scenario.prepare(project, extra_env))
+                )
+            service_env = {
+                **extra_env,
+                **{project.env_prefix + name: value for name, value in scenario.service_settings},
+            }
             sides = {}
             for side in ("baseline", "service"):
                 tasks = _add_tasks(progress, scenario, side, seconds)
                 workers = scenario.workers
                 server = (
-                    svc.baseline(project, workers=workers)
+                    svc.baseline(project, scenario.baseline_app, extra_env, workers=workers)
                     if side == "baseline"
-                    else svc.service(project, extra_env, workers=workers)
+                    else svc.service(project, service_env, workers=workers)
                 )
                 with server as running, _entry(project, running, scenario) as target:
                     sides[side] = _drive(target, scenario, tasks, progress, connections)

@@ -84,6 +84,11 @@ class Project:
         return self.root / ".venv" / "bin" / "python"
 
     @property
+    def env_prefix(self) -> str:
+        """The prefix of the service's settings variables (from the package name)."""
+        return f"{self.package_name.upper()}_"
+
+    @property
     def environment_var(self) -> str:
         """The settings variable that selects production mode (env prefix from the slug)."""
         return f"{self.package_name.upper()}_ENVIRONMENT"
@@ -170,10 +175,18 @@ def service(
     return serve("service", app_args, project=project, env=env, workers=workers)
 
 
-def baseline(project: Project, *, workers: int = 1) -> AbstractContextManager[RunningServer]:
-    """The bare app, on the project's interpreter so fastapi/uvicorn versions match."""
-    app_args = ["--app-dir", str(BASELINE_APP.parent), f"{BASELINE_APP.stem}:app"]
-    return serve("baseline", app_args, project=project, env=dict(os.environ), workers=workers)
+def baseline(
+    project: Project,
+    app: Path = BASELINE_APP,
+    extra_env: Mapping[str, str] | None = None,
+    *,
+    workers: int = 1,
+) -> AbstractContextManager[RunningServer]:
+    """The bare app, on the project's interpreter so fastapi/uvicorn versions match; a database
+    scenario's baseline gets the service's database through `extra_env`."""
+    app_args = ["--app-dir", str(app.parent), f"{app.stem}:app"]
+    env = {**os.environ, **(extra_env or {})}
+    return serve("baseline", app_args, project=project, env=env, workers=workers)
 
 
 @contextmanager

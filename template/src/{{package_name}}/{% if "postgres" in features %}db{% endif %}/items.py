@@ -1,13 +1,32 @@
-"""SQL for the example `items` resource; functions take a connection, so callers own scope."""
+"""The example `items` resource's data: SQL taking a connection, and the store routes use.
+
+Values leave the store as JSON-able dicts (`ItemData`), the shape a cache can keep without
+pickling; the API validates them into its response model.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
 import asyncpg
 
+from .batch import Batcher
+from .pool import Connection, PostgresPool
 
-async def create_item(
-    connection: asyncpg.pool.PoolConnectionProxy, name: str, description: str | None
-) -> asyncpg.Record:
+ItemData = dict[str, Any]
+
+
+def to_data(record: asyncpg.Record) -> ItemData:
+    return {
+        "id": record["id"],
+        "name": record["name"],
+        "description": record["description"],
+        "created_at": record["created_at"].isoformat(),
+    }
+
+
+async def create_item(connection: Connection, name: str, description: str | None) -> asyncpg.Record:
     record = await connection.fetchrow(
         "INSERT INTO items (name, description) VALUES ($1, $2)"
         " RETURNING id, name, description, created_at",
@@ -19,16 +38,22 @@ async def create_item(
     return record
 
 
-async def get_item(
-    connection: asyncpg.pool.PoolConnectionProxy, item_id: int
-) -> asyncpg.Record | None:
+async def get_item(connection: Connection, item_id: int) -> asyncpg.Record | None:
     return await connection.fetchrow(
         "SELECT id, name, description, created_at FROM items WHERE id = $1", item_id
     )
 
 
+async def get_items(connection: Connection, item_ids: Sequence[int]) -> list[asyncpg.Record]:
+    """Many items in one round trip; missing ids are simply absent from the result."""
+    return await connection.fetch(
+        "SELECT id, name, description, created_at FROM items WHERE id = ANY($1::bigint[])",
+        list(item_ids),
+    )
+
+
 async def list_items(
-    connection: asyncpg.pool.PoolConnectionProxy, *, after: int | None, limit: int
+    connection: Connection, *, after: int | None, limit: int
 ) -> list[asyncpg.Record]:
     """Keyset page by id: cost stays flat however deep the client pages (unlike OFFSET)."""
     return await connection.fetch(
@@ -36,3 +61,61 @@ async def list_items(
         after or 0,
         limit,
     )
+
+
+async def update_item(
+    connection: Connection, item_id: int, name: str, description: str | None
+) -> asyncpg.Record | None:
+    return await connection.fetchrow(
+        "UPDATE items SET name = $2, description = $3 WHERE id = $1"
+        " RETURNING id, name, description, created_at",
+        item_id,
+        name,
+        description,
+    )
+
+
+async def delete_item(connection: Connection, item_id: int) -> bool:
+    deleted: int | None = await connection.fetchval(
+        "DELETE FROM items WHERE id = $1 RETURNING id", item_id
+    )
+    return deleted is not None
+
+
+class ItemStore:
+    """Reads (retried once on a connection failure) and writes of items; the `cache` feature
+    wires a subclass that reads through the cache and invalidates on writes."""
+
+    def __init__(self, postgres: PostgresPool) -> None:
+        self.postgres = postgres
+
+    async def get(self, item_id: int) -> ItemData | None:
+        record = await self.postgres.read(lambda connection: get_item(connection, item_id))
+        return None if record is None else to_data(record)
+
+    async def get_many(self, item_ids: Sequence[int]) -> dict[int, ItemData]:
+        records = await self.postgres.read(lambda connection: get_items(connection, item_ids))
+        return {record["id"]: to_data(record) for record in records}
+
+    def loader(self) -> Batcher[int, ItemData]:
+        """A per-request batcher: item lookups made in one tick become one `= ANY($1)` query."""
+        return Batcher(self.get_many)
+
+    async def page(self, *, after: int | None, limit: int) -> list[ItemData]:
+        records = await self.postgres.read(
+            lambda connection: list_items(connection, after=after, limit=limit)
+        )
+        return [to_data(record) for record in records]
+
+    async def create(self, name: str, description: str | None) -> ItemData:
+        async with self.postgres.acquire() as connection:
+            return to_data(await create_item(connection, name, description))
+
+    async def update(self, item_id: int, name: str, description: str | None) -> ItemData | None:
+        async with self.postgres.acquire() as connection:
+            record = await update_item(connection, item_id, name, description)
+        return None if record is None else to_data(record)
+
+    async def delete(self, item_id: int) -> bool:
+        async with self.postgres.acquire() as connection:
+            return await delete_item(connection, item_id)

@@ -1,40 +1,106 @@
-"""The asyncpg pool, owned by the lifespan.
+"""The asyncpg pool, owned by the lifespan (issue 4, DESIGN.md §4-5).
 
-Every acquire is bounded: an exhausted pool answers 503 with Retry-After instead of letting
-requests queue until their clients give up. `statement_timeout` sits below the request timeout
-(DESIGN.md §4) so the server abandons a query nobody waits for any more.
+Contract:
+- Every acquire is bounded by `pool_acquire_timeout_s` (or the request deadline, if sooner): an
+  exhausted pool raises `PoolExhausted` (503 + Retry-After) instead of queueing requests until
+  their clients give up.
+- `statement_timeout` is set per connection in the startup packet, below the request timeout,
+  so the server abandons a query nobody waits for any more. When the request's deadline
+  (`deadline.remaining()`) is sooner, the acquired connection gets that shorter timeout for this
+  use only; asyncpg's `RESET ALL` on release restores the default.
+- Errors inside `acquire()` come out as `QueryTimeout` (504) or `ConnectionFailed` (503); the
+  connection always goes back to the pool (asyncpg shields the release from cancellation).
+- `read()` runs an idempotent read and retries it once, on a fresh connection, after a
+  connection-level error: after a PostgreSQL restart the pool reconnects by itself and the
+  first request does not see the dead connection.
+- `stop()` closes gracefully within `pool_close_timeout_s`, then terminates.
+Clock: `time.perf_counter()` for acquire waits; deadlines are `time.monotonic()` (deadline.py).
 """
 
 from __future__ import annotations
 
 import asyncio
+import bisect
 import logging
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import TypeVar
 
 import asyncpg
+import stamina
 from fastapi import Request
 from fastapi.responses import JSONResponse
 
+from .. import deadline
 from ..settings import Settings
 
 logger = logging.getLogger(__name__)
 
-CLOSE_TIMEOUT_S = 10.0
+T = TypeVar("T")
+Connection = asyncpg.pool.PoolConnectionProxy
+
+# Upper bounds of the acquire-wait histogram, in seconds (a scrape-time collector exports it).
+WAIT_BUCKETS_S = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+
+# Errors after which the connection (or the server) is gone, not the query wrong: a restart
+# (AdminShutdown, CannotConnectNow while it starts), a refused socket, a full server.
+CONNECTION_ERRORS: tuple[type[Exception], ...] = (
+    OSError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.AdminShutdownError,
+    asyncpg.CrashShutdownError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.TooManyConnectionsError,
+)
 
 
-class PoolExhausted(Exception):
+class DatabaseUnavailable(Exception):
+    """The database cannot serve this request now; the client should retry shortly (503)."""
+
+
+class PoolExhausted(DatabaseUnavailable):
     """No connection became free within the acquire timeout."""
 
 
+class ConnectionFailed(DatabaseUnavailable):
+    """The connection or the server failed (restart, network); a retry may succeed."""
+
+
+class QueryTimeout(Exception):
+    """The query ran past its statement timeout or the request's deadline (504)."""
+
+
+@dataclass
+class AcquireStats:
+    """Acquire waits in plain numbers: cheap on the hot path, read at scrape time."""
+
+    acquires: int = 0
+    waiting: int = 0
+    exhausted: int = 0
+    retries: int = 0
+    wait_total_s: float = 0.0
+    wait_max_s: float = 0.0
+    # Per-bucket counts for WAIT_BUCKETS_S, plus one for waits above the last bound.
+    wait_buckets: list[int] = field(default_factory=lambda: [0] * (len(WAIT_BUCKETS_S) + 1))
+
+    def record(self, waited_s: float) -> None:
+        self.acquires += 1
+        self.wait_total_s += waited_s
+        self.wait_max_s = max(self.wait_max_s, waited_s)
+        self.wait_buckets[bisect.bisect_left(WAIT_BUCKETS_S, waited_s)] += 1
+
+
 class PostgresPool:
-    """Lifespan resource wrapping `asyncpg.Pool` with bounded acquire and close."""
+    """Lifespan resource wrapping `asyncpg.Pool` with bounded acquire, timeouts and close."""
 
     name = "postgres"
 
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
         self._pool: asyncpg.Pool | None = None
+        self.stats = AcquireStats()
 
     @property
     def pool(self) -> asyncpg.Pool:
@@ -48,9 +114,16 @@ class PostgresPool:
             settings.database_url,
             min_size=settings.pool_min_size,
             max_size=settings.pool_max_size,
+            max_queries=settings.pool_max_queries,
+            max_inactive_connection_lifetime=settings.pool_max_inactive_connection_lifetime_s,
             command_timeout=settings.pool_command_timeout_s,
-            # Sent in the startup packet: no extra round trip per new connection.
-            server_settings={"statement_timeout": str(settings.statement_timeout_ms)},
+            statement_cache_size=settings.statement_cache_size,
+            # Sent in the startup packet: no extra round trip per new connection, and it is the
+            # value `RESET ALL` returns to when a connection goes back to the pool.
+            server_settings={
+                "statement_timeout": str(settings.statement_timeout_ms),
+                "application_name": settings.service_name,
+            },
         )
 
     async def stop(self) -> None:
@@ -58,7 +131,7 @@ class PostgresPool:
             return
         pool, self._pool = self._pool, None
         try:
-            await asyncio.wait_for(pool.close(), timeout=CLOSE_TIMEOUT_S)
+            await asyncio.wait_for(pool.close(), timeout=self._settings.pool_close_timeout_s)
         except TimeoutError:
             logger.warning("pool close timed out; terminating connections")
             pool.terminate()
@@ -67,14 +140,14 @@ class PostgresPool:
         try:
             async with self.acquire() as connection:
                 await connection.fetchval("SELECT 1", timeout=1.0)
-        except (OSError, TimeoutError, asyncpg.PostgresError, PoolExhausted, RuntimeError):
+        except (DatabaseUnavailable, QueryTimeout, RuntimeError):
             return False
         return True
 
     def details(self) -> dict[str, object]:
         if self._pool is None:
             return {"started": False}
-        pool = self._pool
+        pool, stats = self._pool, self.stats
         size, idle = pool.get_size(), pool.get_idle_size()
         return {
             "started": True,
@@ -83,26 +156,94 @@ class PostgresPool:
             "in_use": size - idle,
             "min_size": pool.get_min_size(),
             "max_size": pool.get_max_size(),
+            "acquires": stats.acquires,
+            "waiting": stats.waiting,
+            "exhausted": stats.exhausted,
+            "retries": stats.retries,
+            "acquire_wait_max_ms": round(stats.wait_max_s * 1000, 3),
+            "acquire_wait_avg_ms": round(stats.wait_total_s * 1000 / (stats.acquires or 1), 3),
         }
 
     @asynccontextmanager
-    async def acquire(self) -> AsyncIterator[asyncpg.pool.PoolConnectionProxy]:
-        """A connection within the acquire timeout, or `PoolExhausted`."""
-        pool = self.pool
+    async def acquire(self) -> AsyncIterator[Connection]:
+        """A connection within the acquire timeout; errors inside come out as ours (see top)."""
+        pool, settings, stats = self.pool, self._settings, self.stats
+        remaining = deadline.remaining()
+        if remaining is not None and remaining <= 0:
+            raise QueryTimeout("the request deadline passed before the query")
+        wait_s = settings.pool_acquire_timeout_s
+        if remaining is not None:
+            wait_s = min(wait_s, remaining)
+        started = time.perf_counter()
+        stats.waiting += 1
         try:
-            connection = await pool.acquire(timeout=self._settings.pool_acquire_timeout_s)
+            connection = await pool.acquire(timeout=wait_s)
         except TimeoutError:
+            stats.exhausted += 1
             raise PoolExhausted("no database connection free within the acquire timeout") from None
+        except CONNECTION_ERRORS as exc:
+            raise ConnectionFailed(f"cannot connect to the database: {exc!r}") from exc
+        finally:
+            stats.waiting -= 1
+        stats.record(time.perf_counter() - started)
         try:
+            if remaining is not None and remaining * 1000 < settings.statement_timeout_ms:
+                # An int formatted by us: SET takes no bind parameters.
+                await connection.execute(f"SET statement_timeout = {max(int(remaining * 1000), 1)}")
             yield connection
+        except (asyncpg.QueryCanceledError, TimeoutError) as exc:
+            raise QueryTimeout("the database query timed out") from exc
+        except CONNECTION_ERRORS as exc:
+            raise ConnectionFailed(f"the database connection failed: {exc!r}") from exc
         finally:
             await pool.release(connection)
 
+    async def read(self, query: Callable[[Connection], Awaitable[T]]) -> T:
+        """Run an idempotent read; after a connection-level error, once more on a fresh one."""
+        try:
+            async with self.acquire() as connection:
+                return await query(connection)
+        except ConnectionFailed as exc:
+            failure: ConnectionFailed | None = exc
+        # Only a failed read pays for stamina (~150 µs to set up a retry loop, measured here):
+        # the failure above is replayed as its first attempt, so stamina schedules the single
+        # retry with jittered backoff, never past the request's deadline.
+        self.stats.retries += 1
+        remaining = deadline.remaining()
+        retrying = stamina.retry_context(
+            on=ConnectionFailed,
+            attempts=2,
+            timeout=None if remaining is None else max(remaining, 0.0),
+            wait_initial=0.02,
+            wait_max=0.1,
+            wait_jitter=0.02,
+        )
+        async for attempt in retrying:
+            with attempt:
+                if failure is not None:
+                    replayed, failure = failure, None
+                    raise replayed
+                async with self.acquire() as connection:
+                    result = await query(connection)
+        return result
 
-async def pool_exhausted_handler(request: Request, exc: Exception) -> JSONResponse:
-    """503 + Retry-After: the client should come back, not wait on a full pool."""
+    async def read_concurrently(self, *queries: Callable[[Connection], Awaitable[T]]) -> list[T]:
+        """Run independent reads at once, each on its own connection (one connection runs one
+        query at a time); results in argument order. The first failure cancels the others."""
+        async with asyncio.TaskGroup() as group:
+            tasks = [group.create_task(self.read(query)) for query in queries]
+        return [task.result() for task in tasks]
+
+
+async def database_unavailable_handler(request: Request, exc: Exception) -> JSONResponse:
+    """503 + Retry-After: the client should come back, not wait on a full or absent database."""
     return JSONResponse(
-        {"detail": "database busy, retry shortly"},
+        {"detail": "database unavailable, retry shortly"},
         status_code=503,
         headers={"Retry-After": "1"},
     )
+
+
+async def query_timeout_handler(request: Request, exc: Exception) -> JSONResponse:
+    """504: the query outlived its budget; no stack trace, no SQL."""
+    return JSONResponse({"detail": "database query timed out"}, status_code=504)

@@ -1,0 +1,108 @@
+"""The data scenarios of the load test (issue 4): db-read and cached-read."""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import copier
+import pytest
+import yaml
+from conftest import REPO_ROOT
+from rich.console import Console
+
+from generator.harness.loadtest import SCENARIOS, run_loadtest
+
+HAVE_LOAD_TOOLS = all(shutil.which(tool) for tool in ("wrk", "taskset", "uv"))
+needs_load_tools = pytest.mark.skipif(not HAVE_LOAD_TOOLS, reason="needs wrk, taskset and uv")
+
+
+def quiet_console() -> tuple[Console, io.StringIO]:
+    out = io.StringIO()
+    return Console(file=out, width=200, color_system=None), out
+
+
+def test_data_scenarios_read_one_item_against_the_asyncpg_baseline() -> None:
+    for name in ("db-read", "cached-read"):
+        scenario = SCENARIOS[name]
+        assert scenario.path == "/items/{item_id}"
+        assert scenario.baseline_app.name == "baseline_db_app.py"
+        assert "postgres" in scenario.features
+    assert "cache" in SCENARIOS["cached-read"].features
+    # db-read must measure the database, even on a project whose items are cached.
+    assert ("CACHE_ITEMS_TTL_S", "0") in SCENARIOS["db-read"].service_settings
+
+
+@needs_load_tools
+@pytest.mark.parametrize(
+    ("features", "scenario", "missing"),
+    [([], "db-read", "postgres"), (["postgres"], "cached-read", "cache")],
+)
+def test_a_scenario_needing_a_missing_feature_is_a_usage_error(
+    tmp_path: Path, features: list[str], scenario: str, missing: str
+) -> None:
+    answers = {"package_name": "demo_svc", "features": features}
+    (tmp_path / ".copier-answers.yml").write_text(yaml.safe_dump(answers))
+    console, out = quiet_console()
+    code = run_loadtest(
+        tmp_path,
+        [scenario],
+        duration=1,
+        connections=1,
+        json_path=None,
+        min_ratio=None,
+        console=console,
+    )
+    assert code == 2
+    assert f"scenario {scenario} needs the {missing} feature" in out.getvalue()
+
+
+@pytest.fixture(scope="session")
+def cache_sample(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real sample with postgres and cache, rendered from this repo's working tree."""
+    if not HAVE_LOAD_TOOLS:
+        pytest.skip("needs wrk, taskset and uv")
+    dest = tmp_path_factory.mktemp("sample") / "bench-data"
+    copier.run_copy(
+        str(REPO_ROOT),
+        dest,
+        data={"project_slug": "bench-data", "targets": [], "features": ["postgres", "cache"]},
+        defaults=True,
+        vcs_ref="HEAD",
+        unsafe=True,
+        quiet=True,
+    )
+    return dest
+
+
+@pytest.mark.slow
+@pytest.mark.load
+def test_db_read_and_cached_read_on_a_rendered_sample(cache_sample: Path, tmp_path: Path) -> None:
+    """Both scenarios run end to end; the floors are tripwires, the targets are in issue 4."""
+    console, out = quiet_console()
+    json_path = tmp_path / "load.json"
+    code = run_loadtest(
+        cache_sample,
+        ["db-read", "cached-read"],
+        duration=1,
+        connections=32,
+        json_path=json_path,
+        min_ratio=None,
+        console=console,
+    )
+    printed = out.getvalue()
+    print(printed)
+    assert code == 0, printed
+    report: dict[str, Any] = json.loads(json_path.read_text())
+    by_name = {entry["name"]: entry for entry in report["scenarios"]}
+    assert set(by_name) == {"db-read", "cached-read"}
+    for entry in by_name.values():
+        assert entry["errors"] == entry["baseline_errors"] == 0, printed
+        assert entry["path"].startswith("/items/")
+        assert entry["path"][len("/items/") :].isdigit()
+    assert by_name["db-read"]["ratio"] >= 0.4, printed
+    # The cache answers without PostgreSQL: clearly faster than the bare app reading it.
+    assert by_name["cached-read"]["ratio"] >= 1.0, printed
