@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
 
 import asyncpg
 from fastapi import Request
@@ -32,9 +32,16 @@ class PostgresPool:
 
     name = "postgres"
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        acquire_guard: Callable[[], AbstractAsyncContextManager[object]] = nullcontext,
+    ) -> None:
         self._settings = settings
         self._pool: asyncpg.Pool | None = None
+        # Wraps each acquire, e.g. a circuit breaker's guard (resilience/db_breaker.py).
+        self._acquire_guard = acquire_guard
 
     @property
     def pool(self) -> asyncpg.Pool:
@@ -90,7 +97,8 @@ class PostgresPool:
         """A connection within the acquire timeout, or `PoolExhausted`."""
         pool = self.pool
         try:
-            connection = await pool.acquire(timeout=self._settings.pool_acquire_timeout_s)
+            async with self._acquire_guard():
+                connection = await pool.acquire(timeout=self._settings.pool_acquire_timeout_s)
         except TimeoutError:
             raise PoolExhausted("no database connection free within the acquire timeout") from None
         try:
