@@ -12,7 +12,7 @@ import platform
 import shutil
 from collections.abc import Callable, Sequence
 from contextlib import ExitStack
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -22,8 +22,8 @@ from rich.markup import escape
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
+from generator.harness import overload, wrk
 from generator.harness import service as svc
-from generator.harness import wrk
 
 WARMUP_S = 3
 RUNS = 3
@@ -49,7 +49,15 @@ class Scenario:
 # Later scenarios (db-read, cached-read, overload, nginx) slot in here.
 SCENARIOS: dict[str, Scenario] = {
     s.name: s
-    for s in (Scenario("health", "GET", "/health", "liveness route: the stack's own cost"),)
+    for s in (
+        Scenario("health", "GET", "/health", "liveness route: the stack's own cost"),
+        Scenario(
+            "overload",
+            "GET",
+            "/slow",
+            "offered load many times capacity on a slow route: fast 503s, admitted ones on time",
+        ),
+    )
 }
 
 
@@ -80,6 +88,8 @@ class Outcome:
     scenario: Scenario
     baseline: Side
     service: Side
+    # Scenario-specific figures added to its JSON entry (overload: shed_p99_ms...).
+    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def ratio(self) -> float:
@@ -115,6 +125,10 @@ def run_loadtest(
         console.print("[yellow]interrupted[/]: every server was stopped")
         return 130
     console.print(_table(outcomes, min_ratio))
+    for outcome in outcomes:
+        if outcome.extra:
+            figures = ", ".join(f"{key} {value}" for key, value in outcome.extra.items())
+            console.print(f"{outcome.scenario.name}: {escape(figures)}")
     console.print(
         f"wrk -c{connections} on CPU {WRK_CPU}, servers on CPU {svc.SERVER_CPU}: "
         f"median of {RUNS} x {seconds} s runs after {WARMUP_S} s of warm-up, "
@@ -157,6 +171,8 @@ def _check_usage(
         project = svc.Project.load(dest)
     except svc.NotAProjectError as exc:
         raise UsageError(str(exc)) from exc
+    if "overload" in scenarios and "load_shedding" not in project.features:
+        raise UsageError("the overload scenario needs a service with the load_shedding feature")
     if not project.python.exists() and shutil.which("uv") is None:
         raise UsageError(f"{dest} has no .venv and uv is not found; install it: {_UV_INSTALL_HINT}")
     return project, seconds
@@ -192,6 +208,11 @@ def _measure(
         )
         outcomes = []
         for scenario in scenarios:
+            if scenario.name == "overload":
+                outcomes.append(
+                    _measure_overload(project, scenario, extra_env, seconds, connections, progress)
+                )
+                continue
             sides = {}
             for side in ("baseline", "service"):
                 tasks = _add_tasks(progress, scenario, side, seconds)
@@ -204,6 +225,53 @@ def _measure(
                 raise svc.ServiceError(f"{scenario.name}: the baseline completed no request")
             outcomes.append(Outcome(scenario, sides["baseline"], sides["service"]))
     return machine, outcomes
+
+
+def _measure_overload(
+    project: svc.Project,
+    scenario: Scenario,
+    extra_env: dict[str, str],
+    seconds: int,
+    connections: int,
+    progress: Progress,
+) -> Outcome:
+    """Both sides under overload.lua; the service also once below its cap (overload.py)."""
+    runs: dict[str, list[overload.OverloadRun]] = {}
+    unloaded = None
+    for side in ("baseline", "service"):
+        tasks = _add_tasks(progress, scenario, side, seconds)
+        server = (
+            overload.baseline_server(project)
+            if side == "baseline"
+            else overload.service_server(project, extra_env)
+        )
+        with server as running:
+            url = running.url(scenario.path)
+            if side == "service":
+                unloaded = wrk.run_wrk(
+                    url,
+                    duration_s=seconds,
+                    connections=overload.UNLOADED_CONNECTIONS,
+                    cpu=WRK_CPU,
+                )
+            results = []
+            for task, length in tasks:
+                progress.start_task(task)
+                run = overload.run_overload(
+                    url, duration_s=length, connections=connections, cpu=WRK_CPU
+                )
+                running.check_alive()
+                figure = f"{run.result.rps:,.0f} rps, {run.shed:,} shed"
+                progress.update(task, completed=length, figure=figure)
+                results.append(run)
+            runs[side] = results[1:]
+    assert unloaded is not None
+    return Outcome(
+        scenario,
+        Side(runs=tuple(run.result for run in runs["baseline"])),
+        Side(runs=tuple(run.result for run in runs["service"])),
+        extra=overload.figures(runs["service"], unloaded, runs["baseline"]),
+    )
 
 
 def _add_tasks(
@@ -314,6 +382,7 @@ def _scenario_report(outcome: Outcome) -> dict[str, Any]:
         "baseline_errors": outcome.baseline.errors,
         "method": outcome.scenario.method,
         "path": outcome.scenario.path,
+        **outcome.extra,
         "runs": {
             "baseline": [{**asdict(run), "errors": run.errors} for run in outcome.baseline.runs],
             "service": [{**asdict(run), "errors": run.errors} for run in outcome.service.runs],
