@@ -15,6 +15,11 @@ local function now_ms()
   return tonumber(now.tv_sec) * 1000 + tonumber(now.tv_nsec) / 1e6
 end
 
+-- Pause between one answer and the next request on a connection: connections x (1000 / delay)
+-- caps the offered rate, so the server is offered a rate, not saturated by a closed loop (where
+-- every latency is just connections / throughput, Little's law, whatever the server does).
+local pause_ms = tonumber(os.getenv("BULWARK_OVERLOAD_DELAY_MS") or "0")
+
 local threads = {}
 
 function setup(thread)
@@ -26,6 +31,10 @@ function init(args)
   shed = {}
   admitted = {}
   other = 0
+end
+
+function delay()
+  return pause_ms
 end
 
 function request()

@@ -1,9 +1,11 @@
 """The `overload` scenario: offered load far past capacity on a slow route (issue 5).
 
-The service runs with a small in-flight cap (MAX_IN_FLIGHT requests of SLOW_S each, so its
-capacity is MAX_IN_FLIGHT / SLOW_S requests a second) and wrk's connections, each sending its
-next request as soon as the last one is answered, offer many times that. Bare FastAPI with the
-same route is loaded the same way, to show what happens without shedding. Figures:
+The slow route holds one of POOL_SIZE "connections" for SLOW_S (like a database pool), so
+both sides can serve POOL_SIZE / SLOW_S requests a second. The service caps requests in flight
+at the same number. wrk's connections each pause DELAY_MS between an answer and their next
+request, which offers about CONNECTIONS x 1000 / DELAY_MS requests a second, several times that
+capacity, without saturating the server's CPU. Bare FastAPI with the same route is loaded the
+same way, to show what happens without shedding (everything queues on the pool). Figures:
 
 - unloaded_p99_ms: the service's p99 on the slow route with fewer connections than its cap;
 - admitted_p99_ms / shed_p99_ms: p99 of the 200s and of the 503s under overload, timed per
@@ -29,7 +31,9 @@ from generator.harness import wrk
 HERE = Path(__file__).parent
 SCRIPT = HERE / "overload.lua"
 SLOW_S = 0.05
-MAX_IN_FLIGHT = 8
+POOL_SIZE = 8
+MAX_IN_FLIGHT = POOL_SIZE
+DELAY_MS = 60
 # A waiting room small enough that waiters are admitted before their wait runs out: a waiter
 # that times out is a slow 503, and shed responses must stay fast.
 SHED_MAX_WAITING = 2
@@ -67,6 +71,7 @@ def service_env(project: svc.Project) -> dict[str, str]:
     return {
         "BULWARK_PACKAGE": project.package_name,
         "BULWARK_SLOW_S": str(SLOW_S),
+        "BULWARK_SLOW_POOL": str(POOL_SIZE),
         f"{prefix}MAX_IN_FLIGHT": str(MAX_IN_FLIGHT),
         f"{prefix}SHED_MAX_WAITING": str(SHED_MAX_WAITING),
         f"{prefix}SHED_MAX_WAIT_S": str(SHED_MAX_WAIT_S),
@@ -77,7 +82,7 @@ def service_env(project: svc.Project) -> dict[str, str]:
 
 def baseline_server(project: svc.Project) -> AbstractContextManager[svc.RunningServer]:
     app_args = ["--app-dir", str(HERE), "overload_baseline_app:app"]
-    env = {**os.environ, "BULWARK_SLOW_S": str(SLOW_S)}
+    env = {**os.environ, "BULWARK_SLOW_S": str(SLOW_S), "BULWARK_SLOW_POOL": str(POOL_SIZE)}
     return svc.serve("baseline", app_args, project=project, env=env)
 
 
@@ -105,6 +110,7 @@ def run_overload(url: str, *, duration_s: int, connections: int, cpu: int) -> Ov
             stdin=subprocess.DEVNULL,
             capture_output=True,
             text=True,
+            env={**os.environ, "BULWARK_OVERLOAD_DELAY_MS": str(DELAY_MS)},
             timeout=duration_s + _GRACE_S,
             check=False,
         )
@@ -135,7 +141,7 @@ def figures(
 ) -> dict[str, Any]:
     """The scenario's extra JSON fields (issue 5 names the first four)."""
     median = median_run(service_runs)
-    capacity = MAX_IN_FLIGHT / SLOW_S
+    capacity = POOL_SIZE / SLOW_S
     return {
         "shed_p99_ms": round(median.shed_p99_ms, 3),
         "admitted_p99_ms": round(median.admitted_p99_ms, 3),
@@ -148,6 +154,7 @@ def figures(
         "baseline_admitted_p99_ms": round(median_run(baseline_runs).admitted_p99_ms, 3),
         "slow_route_s": SLOW_S,
         "max_in_flight": MAX_IN_FLIGHT,
+        "pause_between_requests_ms": DELAY_MS,
         "shed_max_waiting": SHED_MAX_WAITING,
         "shed_max_wait_s": SHED_MAX_WAIT_S,
     }

@@ -10,13 +10,16 @@ import importlib
 import os
 
 SLOW_S = float(os.environ.get("BULWARK_SLOW_S", "0.05"))
+# What makes the route slow and bounded: a pool of N connections, each held SLOW_S.
+POOL = asyncio.Semaphore(int(os.environ.get("BULWARK_SLOW_POOL", "8")))
 
 app = importlib.import_module(f"{os.environ['BULWARK_PACKAGE']}.main").create_app()
 
 
 async def slow() -> dict[str, str]:
     """Stands for real work that waits on I/O: capacity = in-flight cap / SLOW_S."""
-    await asyncio.sleep(SLOW_S)
+    async with POOL:
+        await asyncio.sleep(SLOW_S)
     return {"status": "ok"}
 
 

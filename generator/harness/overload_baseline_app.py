@@ -6,6 +6,8 @@ import os
 from fastapi import FastAPI  # type: ignore[import-not-found,unused-ignore]
 
 SLOW_S = float(os.environ.get("BULWARK_SLOW_S", "0.05"))
+# What makes the route slow and bounded: a pool of N connections, each held SLOW_S.
+POOL = asyncio.Semaphore(int(os.environ.get("BULWARK_SLOW_POOL", "8")))
 
 app = FastAPI()
 
@@ -15,7 +17,8 @@ async def health() -> dict[str, str]:
 
 
 async def slow() -> dict[str, str]:
-    await asyncio.sleep(SLOW_S)
+    async with POOL:
+        await asyncio.sleep(SLOW_S)
     return {"status": "ok"}
 
 
