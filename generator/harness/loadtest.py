@@ -12,7 +12,7 @@ import platform
 import shutil
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager, ExitStack, nullcontext
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -22,7 +22,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from generator.harness import nginx, wrk
+from generator.harness import nginx, overload, wrk
 from generator.harness import service as svc
 from generator.harness.db_scenarios import BASELINE_DB_APP, seed_item
 
@@ -96,6 +96,13 @@ SCENARIOS: dict[str, Scenario] = {
             baseline_app=BASELINE_DB_APP,
             prepare=seed_item,
         ),
+        Scenario(
+            "overload",
+            "GET",
+            "/slow",
+            "offered load many times capacity on a slow route: fast 503s, admitted ones on time",
+            features=("load_shedding",),
+        ),
     )
 }
 
@@ -127,6 +134,8 @@ class Outcome:
     scenario: Scenario
     baseline: Side
     service: Side
+    # Scenario-specific figures added to its JSON entry (overload: shed_p99_ms...).
+    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def ratio(self) -> float:
@@ -162,6 +171,10 @@ def run_loadtest(
         console.print("[yellow]interrupted[/]: every server was stopped")
         return 130
     console.print(_table(outcomes, min_ratio))
+    for outcome in outcomes:
+        if outcome.extra:
+            figures = ", ".join(f"{key} {value}" for key, value in outcome.extra.items())
+            console.print(f"{outcome.scenario.name}: {escape(figures)}")
     console.print(
         f"wrk -c{connections} on CPU {WRK_CPU}, servers on CPU {svc.SERVER_CPU}: "
         f"median of {RUNS} x {seconds} s runs after {WARMUP_S} s of warm-up, "
@@ -253,6 +266,11 @@ def _measure(
         )
         outcomes = []
         for scenario in scenarios:
+            if scenario.name == "overload":
+                outcomes.append(
+                    _measure_overload(project, scenario, extra_env, seconds, connections, progress)
+                )
+                continue
             if scenario.prepare is not None:
                 scenario = replace(
                     scenario, path=scenario.path.format(**scenario.prepare(project, extra_env))
@@ -286,6 +304,53 @@ def _entry(
     if scenario.via_nginx:
         return nginx.front(project.root, server, cpu=svc.SERVER_CPU)
     return nullcontext(server)
+
+
+def _measure_overload(
+    project: svc.Project,
+    scenario: Scenario,
+    extra_env: dict[str, str],
+    seconds: int,
+    connections: int,
+    progress: Progress,
+) -> Outcome:
+    """Both sides under overload.lua; the service also once below its cap (overload.py)."""
+    runs: dict[str, list[overload.OverloadRun]] = {}
+    unloaded = None
+    for side in ("baseline", "service"):
+        tasks = _add_tasks(progress, scenario, side, seconds)
+        server = (
+            overload.baseline_server(project)
+            if side == "baseline"
+            else overload.service_server(project, extra_env)
+        )
+        with server as running:
+            url = running.url(scenario.path)
+            if side == "service":
+                unloaded = wrk.run_wrk(
+                    url,
+                    duration_s=seconds,
+                    connections=overload.UNLOADED_CONNECTIONS,
+                    cpu=WRK_CPU,
+                )
+            results = []
+            for task, length in tasks:
+                progress.start_task(task)
+                run = overload.run_overload(
+                    url, duration_s=length, connections=connections, cpu=WRK_CPU
+                )
+                running.check_alive()
+                figure = f"{run.result.rps:,.0f} rps, {run.shed:,} shed"
+                progress.update(task, completed=length, figure=figure)
+                results.append(run)
+            runs[side] = results[1:]
+    assert unloaded is not None
+    return Outcome(
+        scenario,
+        Side(runs=tuple(run.result for run in runs["baseline"])),
+        Side(runs=tuple(run.result for run in runs["service"])),
+        extra=overload.figures(runs["service"], unloaded, runs["baseline"]),
+    )
 
 
 def _add_tasks(
@@ -398,6 +463,7 @@ def _scenario_report(outcome: Outcome) -> dict[str, Any]:
         "path": outcome.scenario.path,
         "workers": outcome.scenario.workers,
         "via_nginx": outcome.scenario.via_nginx,
+        **outcome.extra,
         "runs": {
             "baseline": [{**asdict(run), "errors": run.errors} for run in outcome.baseline.runs],
             "service": [{**asdict(run), "errors": run.errors} for run in outcome.service.runs],

@@ -11,6 +11,7 @@ import subprocess
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 INSTALL_HINT = "sudo apt-get install -y wrk"
 
@@ -94,17 +95,29 @@ def parse_wrk(text: str) -> WrkResult:
     )
 
 
-def wrk_command(url: str, *, duration_s: int, connections: int, cpu: int) -> list[str]:
-    """One wrk thread on one pinned core: the server gets the other core to itself."""
+def wrk_command(
+    url: str,
+    *,
+    duration_s: int,
+    connections: int,
+    cpu: int,
+    threads: int = 1,
+    script: Path | None = None,
+) -> list[str]:
+    """One wrk thread on one pinned core: the server gets the other core to itself.
+
+    A Lua `script` that times each request needs one connection per thread (`threads`).
+    """
     return [
         "taskset",
         "-c",
         str(cpu),
         "wrk",
-        "-t1",
+        f"-t{threads}",
         f"-c{connections}",
         f"-d{duration_s}s",
         "--latency",
+        *(["-s", str(script)] if script is not None else []),
         url,
     ]
 

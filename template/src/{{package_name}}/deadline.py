@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from contextvars import ContextVar
+from contextvars import ContextVar, Token
 
 _deadline: ContextVar[float | None] = ContextVar("deadline", default=None)
 
@@ -33,3 +33,17 @@ def deadline_in(seconds: float) -> Iterator[float]:
         yield deadline
     finally:
         _deadline.reset(token)
+
+
+def set_deadline(deadline: float | None) -> Token[float | None]:
+    """Replace the current deadline (the timeout layer's job, per request); undo with the token.
+
+    Unlike `deadline_in`, a later deadline replaces an earlier one: a per-route timeout may be
+    longer than the service default.
+    """
+    return _deadline.set(deadline)
+
+
+def reset_deadline(token: Token[float | None]) -> None:
+    """Restore the deadline that `set_deadline` replaced."""
+    _deadline.reset(token)

@@ -7,10 +7,12 @@ wrapper. Observers are told about every finished request, after the response wen
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Protocol
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -27,6 +29,55 @@ class Observer(Protocol):
     def finish(self, method: str, route: str, status: int, duration_s: float) -> None: ...
 
 
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    """A complete JSON answer sent instead of calling the app (503 shed, 429 limited...)."""
+
+    status: int
+    detail: str
+    headers: tuple[tuple[bytes, bytes], ...] = ()
+
+    async def send(self, send: Send) -> None:
+        body = json.dumps({"detail": self.detail}).encode()
+        headers = [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+            *self.headers,
+        ]
+        await send({"type": "http.response.start", "status": self.status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+
+class Guard(Protocol):
+    """Admits a request or answers it early, before the app (and its routing) runs."""
+
+    async def admit(self, scope: Scope) -> Rejection | None:
+        """None admits the request; a rejection is sent instead, the body never read."""
+        ...
+
+    def release(self, scope: Scope) -> None:
+        """Called once for every admitted request when it has finished; must not raise."""
+        ...
+
+
+class Timer(Protocol):
+    """Bounds the app call with the request deadline (resilience/timeout.py)."""
+
+    def start(self) -> object:
+        """Arm the deadline for the current task; returns the handle to pass to `stop`."""
+        ...
+
+    def stop(self, handle: object) -> bool:
+        """Disarm right after the app call; True when the deadline cancelled the call."""
+        ...
+
+
+TIMEOUT_REJECTION = Rejection(504, "request timed out")
+# Probes and scrapes: guards never refuse or count them (a shed /ready would pull a healthy
+# replica out of rotation under load).
+PROBE_PATHS = frozenset({"/health", "/ready", "/health/detailed", "/metrics"})
+
+
 def route_template(scope: Scope) -> str:
     """The matched route's template (`/items/{item_id}`), never the raw path."""
     route = scope.get("route")
@@ -38,11 +89,19 @@ class Gate:
     """Pure-ASGI middleware composing request id, error shielding and observers."""
 
     def __init__(
-        self, app: ASGIApp, *, request_ids: RequestIds, observers: Sequence[Observer] = ()
+        self,
+        app: ASGIApp,
+        *,
+        request_ids: RequestIds,
+        observers: Sequence[Observer] = (),
+        guards: Sequence[Guard] = (),
+        timer: Timer | None = None,
     ) -> None:
         self.app = app
         self.request_ids = request_ids
         self.observers = tuple(observers)
+        self.guards = tuple(guards)
+        self.timer = timer
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -62,8 +121,35 @@ class Gate:
                 message["headers"] = [*message.get("headers", ()), id_header]
             await send(message)
 
+        admitted = 0
         try:
-            await self.app(scope, receive, send_with_headers)
+            for guard in self.guards:
+                rejection = await guard.admit(scope)
+                if rejection is not None:
+                    status = rejection.status
+                    await rejection.send(send_with_headers)
+                    return
+                admitted += 1
+            timer, handle, expired = self.timer, None, False
+            try:
+                if timer is not None:
+                    handle = timer.start()
+                try:
+                    await self.app(scope, receive, send_with_headers)
+                finally:
+                    # Disarmed before any other await, so the deadline can only hit the app.
+                    if timer is not None:
+                        expired = timer.stop(handle)
+            except asyncio.CancelledError:
+                if not expired:
+                    raise  # not our deadline: shutdown or the server's own cancellation
+            if expired:
+                if status:
+                    # A second response cannot follow a started one: the server cuts the
+                    # connection, so the client sees a truncated stream, never a "complete" one.
+                    raise TimeoutError("request deadline passed after the response started")
+                status = TIMEOUT_REJECTION.status
+                await TIMEOUT_REJECTION.send(send_with_headers)
         except Exception:
             logger.exception("unhandled error", extra={"route": route_template(scope)})
             if status:
@@ -71,6 +157,8 @@ class Gate:
             status = 500
             await _send_internal_error(send, request_id, id_header)
         finally:
+            for guard in self.guards[:admitted]:
+                guard.release(scope)
             duration_s = time.perf_counter() - started_at
             if self.observers:
                 route = route_template(scope)

@@ -24,7 +24,7 @@ import bisect
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
 from dataclasses import dataclass, field
 from typing import TypeVar
 
@@ -97,10 +97,17 @@ class PostgresPool:
 
     name = "postgres"
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        acquire_guard: Callable[[], AbstractAsyncContextManager[object]] = nullcontext,
+    ) -> None:
         self._settings = settings
         self._pool: asyncpg.Pool | None = None
         self.stats = AcquireStats()
+        # Wraps each acquire, e.g. a circuit breaker's guard (resilience/db_breaker.py).
+        self._acquire_guard = acquire_guard
 
     @property
     def pool(self) -> asyncpg.Pool:
@@ -177,7 +184,8 @@ class PostgresPool:
         started = time.perf_counter()
         stats.waiting += 1
         try:
-            connection = await pool.acquire(timeout=wait_s)
+            async with self._acquire_guard():
+                connection = await pool.acquire(timeout=wait_s)
         except TimeoutError:
             stats.exhausted += 1
             raise PoolExhausted("no database connection free within the acquire timeout") from None

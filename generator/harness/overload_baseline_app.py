@@ -1,0 +1,27 @@
+"""Bare FastAPI with the same slow route as overload_app.py: what overload does without shedding."""
+
+import asyncio
+import os
+
+from fastapi import FastAPI  # type: ignore[import-not-found,unused-ignore]
+
+SLOW_S = float(os.environ.get("BULWARK_SLOW_S", "0.05"))
+# What makes the route slow and bounded: a pool of N connections, each held SLOW_S.
+POOL = asyncio.Semaphore(int(os.environ.get("BULWARK_SLOW_POOL", "8")))
+
+app = FastAPI()
+
+
+async def health() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+async def slow() -> dict[str, str]:
+    async with POOL:
+        await asyncio.sleep(SLOW_S)
+    return {"status": "ok"}
+
+
+# Spelled out rather than decorated for the reason given in baseline_app.py.
+app.add_api_route("/health", health, methods=["GET"])
+app.add_api_route("/slow", slow, methods=["GET"])

@@ -1,0 +1,1 @@
+"""Tests of the resilience guards, breakers and retries."""

@@ -1,0 +1,92 @@
+"""The overload scenario's plumbing: its usage rule, the Lua figures, the reported fields."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+from test_loadtest import needs_load_tools, quiet_console, result, write_project
+
+from generator.harness import overload
+from generator.harness.loadtest import run_loadtest
+from generator.harness.wrk import WrkError
+
+WRK_REPORT = """\
+Running 3s test @ http://127.0.0.1:1/slow
+  64 threads and 64 connections
+  Latency Distribution
+     50%  400.00us
+     75%  700.00us
+     90%   50.00ms
+     99%   60.00ms
+  2700 requests in 3.00s, 400.00KB read
+  Non-2xx or 3xx responses: 2250
+Requests/sec:    900.00
+"""
+
+
+@needs_load_tools
+def test_overload_needs_the_load_shedding_feature(tmp_path: Path) -> None:
+    console, out = quiet_console()
+    code = run_loadtest(
+        write_project(tmp_path, features=["timeout"]),
+        ["overload"],
+        duration=1,
+        connections=1,
+        json_path=None,
+        min_ratio=None,
+        console=console,
+    )
+    assert code == 2
+    assert "needs a service with the load_shedding feature" in out.getvalue()
+
+
+def fake_wrk(monkeypatch: pytest.MonkeyPatch, stdout: str) -> list[list[str]]:
+    commands: list[list[str]] = []
+
+    def run(command: list[str], **kwargs: object) -> subprocess.CompletedProcess[str]:
+        commands.append(command)
+        assert kwargs["env"]["BULWARK_OVERLOAD_DELAY_MS"] == str(overload.DELAY_MS)  # type: ignore[index]
+        return subprocess.CompletedProcess(command, 0, stdout=stdout, stderr="")
+
+    monkeypatch.setattr(subprocess, "run", run)
+    return commands
+
+
+def test_lua_figures_are_read_with_one_connection_per_thread(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    marker = (
+        'BULWARK_OVERLOAD {"shed": 2250, "admitted": 440, "other": 10, '
+        '"shed_p99_ms": 1.25, "admitted_p99_ms": 62.5}\n'
+    )
+    commands = fake_wrk(monkeypatch, WRK_REPORT + marker)
+    run = overload.run_overload("http://x/slow", duration_s=3, connections=64, cpu=1)
+    assert commands[0][commands[0].index("wrk") + 1 :][:2] == ["-t64", "-c64"]
+    assert ["-s", str(overload.SCRIPT)] == commands[0][-3:-1]
+    assert (run.shed, run.admitted, run.shed_p99_ms, run.admitted_p99_ms) == (2250, 440, 1.25, 62.5)
+    assert run.result.rps == 900.0
+    assert run.non_503_errors == 10
+
+
+def test_missing_lua_figures_are_an_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    fake_wrk(monkeypatch, WRK_REPORT)
+    with pytest.raises(WrkError, match="printed no figures"):
+        overload.run_overload("http://x/slow", duration_s=3, connections=64, cpu=1)
+
+
+def test_reported_fields_come_from_the_median_service_run() -> None:
+    def run(rps: float, shed_p99: float, other: int) -> overload.OverloadRun:
+        return overload.OverloadRun(result(rps, 60.0), 900, 100, other, shed_p99, 55.0)
+
+    service = [run(800, 9.0, 0), run(900, 1.5, 2), run(1000, 8.0, 1)]
+    baseline = [run(140, 0, 0)] * 3
+    figures = overload.figures(service, result(80, 52.0), baseline)
+    assert figures["shed_p99_ms"] == 1.5
+    assert figures["admitted_p99_ms"] == 55.0
+    assert figures["unloaded_p99_ms"] == 52.0
+    assert figures["non_503_errors"] == 3
+    assert figures["offered_over_capacity"] == round(
+        900 / (overload.POOL_SIZE / overload.SLOW_S), 2
+    )
