@@ -2,7 +2,8 @@
 
 Five middleware layers nested the usual way cost +67-77 µs a request here (DESIGN.md §3); each
 concern stays its own module and object, and this frame calls them in order with one `send`
-wrapper. Observers are told about every finished request, after the response went out.
+wrapper. Header sources add response headers as the response starts; observers are told about
+every finished request, after the response went out.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Protocol
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .observability.request_id import HEADER as REQUEST_ID_HEADER
-from .observability.request_id import RequestIds
+from .observability.request_id import RequestContext, RequestIds
 
 logger = logging.getLogger(__name__)
 
@@ -25,6 +26,14 @@ class Observer(Protocol):
     """Told about each finished request; must not block and must not raise."""
 
     def finish(self, method: str, route: str, status: int, duration_s: float) -> None: ...
+
+
+class HeaderSource(Protocol):
+    """Adds headers to each response as it starts; must not block and must not raise."""
+
+    def add_headers(
+        self, headers: list[tuple[bytes, bytes]], context: RequestContext, started_at: float
+    ) -> None: ...
 
 
 def route_template(scope: Scope) -> str:
@@ -38,11 +47,17 @@ class Gate:
     """Pure-ASGI middleware composing request id, error shielding and observers."""
 
     def __init__(
-        self, app: ASGIApp, *, request_ids: RequestIds, observers: Sequence[Observer] = ()
+        self,
+        app: ASGIApp,
+        *,
+        request_ids: RequestIds,
+        observers: Sequence[Observer] = (),
+        header_sources: Sequence[HeaderSource] = (),
     ) -> None:
         self.app = app
         self.request_ids = request_ids
         self.observers = tuple(observers)
+        self.header_sources = tuple(header_sources)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -50,8 +65,10 @@ class Gate:
             return
 
         started_at = time.perf_counter()
-        request_id = self.request_ids.assign(scope["headers"])
+        context = self.request_ids.assign(scope)
+        request_id = context.request_id
         id_header = (REQUEST_ID_HEADER, request_id.encode("ascii"))
+        header_sources = self.header_sources
         status = 0
 
         async def send_with_headers(message: Message) -> None:
@@ -59,7 +76,10 @@ class Gate:
             if message["type"] == "http.response.start":
                 status = message["status"]
                 # A copy: a response object may be reused across requests.
-                message["headers"] = [*message.get("headers", ()), id_header]
+                headers = [*message.get("headers", ()), id_header]
+                for source in header_sources:
+                    source.add_headers(headers, context, started_at)
+                message["headers"] = headers
             await send(message)
 
         try:
@@ -72,6 +92,7 @@ class Gate:
             await _send_internal_error(send, request_id, id_header)
         finally:
             duration_s = time.perf_counter() - started_at
+            self.request_ids.release()
             if self.observers:
                 route = route_template(scope)
                 method = scope["method"]
