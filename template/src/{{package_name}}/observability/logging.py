@@ -17,6 +17,7 @@ from pythonjsonlogger.json import JsonFormatter
 from .request_id import current_request_id
 
 _listener: logging.handlers.QueueListener | None = None
+_URL_LOGGERS = ("httpx", "httpcore")
 
 
 class _RequestIdFilter(logging.Filter):
@@ -64,6 +65,10 @@ def configure_logging(level: str, service_name: str) -> None:
         server_logger.propagate = True
     # The gate writes one access line per request (sampled); uvicorn's own would double it.
     logging.getLogger("uvicorn.access").disabled = True
+    # These log every outbound URL at INFO, query strings (and the keys some APIs put there)
+    # included; their warnings and errors still come through.
+    for name in _URL_LOGGERS:
+        logging.getLogger(name).setLevel(max(logging.WARNING, root.level))
 
     _listener = logging.handlers.QueueListener(records, stream, respect_handler_level=True)
     _listener.start()
