@@ -21,10 +21,14 @@ _URL_LOGGERS = ("httpx", "httpcore")
 
 
 class _RequestIdFilter(logging.Filter):
-    """Stamp the current request id while still in the request's own task."""
+    """Stamp the current request id while still in the request's own task.
+
+    A record that names its request already (the loop monitor blaming one) keeps it.
+    """
 
     def filter(self, record: logging.LogRecord) -> bool:
-        record.request_id = current_request_id()
+        if getattr(record, "request_id", None) is None:
+            record.request_id = current_request_id()
         return True
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 from bisect import bisect_left
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Literal, Protocol, runtime_checkable
 
 
 class Histogram:
@@ -58,6 +58,7 @@ class Family:
     values: Sequence[tuple[tuple[str, ...], float | Histogram]]
 
 
+@runtime_checkable
 class StatsSource(Protocol):
     """Anything that can list its measurements; called at scrape time, off the hot path."""
 
