@@ -10,8 +10,8 @@ flight while one `/block` runs; a response "blames" its request when it carries
         --project build/full --package full_svc --loopguard-python /tmp/lg/bin/python
 
 `--project` is a generated service with the loop_monitor feature and its .venv; the loopguard
-interpreter needs fastapi-loopguard, uvicorn[standard] and httpx. The driver runs on the
-loopguard interpreter's side only through this file's own stdlib code and httpx.
+interpreter needs fastapi, fastapi-loopguard, uvicorn[standard] and httpx. Run this file with an
+interpreter that has httpx (the loopguard one does).
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-ROUNDS = 5
+ROUNDS = 10
 INNOCENT = 20
 IDLE_S = 30.0
 
@@ -95,7 +95,9 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def start(python: str, app_dir: Path, name: str, env: dict[str, str]) -> tuple[subprocess.Popen[bytes], int]:
+def start(
+    python: str, app_dir: Path, name: str, env: dict[str, str]
+) -> tuple[subprocess.Popen[bytes], int]:
     port = free_port()
     command = [
         "taskset", "-c", "0", python, "-m", "uvicorn", f"{name}:app", "--app-dir", str(app_dir),
@@ -125,7 +127,9 @@ async def blame_round(port: int) -> tuple[bool, int]:
         innocents = [asyncio.create_task(client.get("/innocent")) for _ in range(INNOCENT)]
         await asyncio.sleep(0.03)
         blocker = await client.get("/block")
-        flagged = [r.headers.get("x-blocking-detected") == "true" for r in await asyncio.gather(*innocents)]
+        flagged = [
+            r.headers.get("x-blocking-detected") == "true" for r in await asyncio.gather(*innocents)
+        ]
     return blocker.headers.get("x-blocking-detected") == "true", sum(flagged)
 
 
@@ -146,8 +150,7 @@ def measure(python: str, app_dir: Path, name: str, env: dict[str, str], label: s
         server.terminate()
         server.wait(timeout=10)
     print(
-        f"| {label} | {idle_pct:.3f} % | {caught}/{ROUNDS} | "
-        f"{false_blames}/{ROUNDS * INNOCENT} |",
+        f"| {label} | {idle_pct:.3f} % | {caught}/{ROUNDS} | {false_blames}/{ROUNDS * INNOCENT} |",
         flush=True,
     )
 
@@ -158,7 +161,7 @@ def main() -> int:
     parser.add_argument("--package", required=True)
     parser.add_argument("--loopguard-python", required=True)
     args = parser.parse_args()
-    service_python = str((args.project / ".venv" / "bin" / "python").resolve())
+    service_python = str((args.project / ".venv" / "bin" / "python").absolute())
     with tempfile.TemporaryDirectory() as tmp:
         app_dir = Path(tmp)
         for name, source in APPS.items():
