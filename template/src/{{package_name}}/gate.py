@@ -2,7 +2,8 @@
 
 Five middleware layers nested the usual way cost +67-77 µs a request here (DESIGN.md §3); each
 concern stays its own module and object, and this frame calls them in order with one `send`
-wrapper. Observers are told about every finished request, after the response went out.
+wrapper. Header sources add response headers as the response starts; observers are told about
+every finished request, after the response went out.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import Protocol
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .observability.request_id import HEADER as REQUEST_ID_HEADER
-from .observability.request_id import RequestIds
+from .observability.request_id import RequestContext, RequestIds
 
 logger = logging.getLogger(__name__)
 
@@ -78,6 +79,14 @@ TIMEOUT_REJECTION = Rejection(504, "request timed out")
 PROBE_PATHS = frozenset({"/health", "/ready", "/health/detailed", "/metrics"})
 
 
+class HeaderSource(Protocol):
+    """Adds headers to each response as it starts; must not block and must not raise."""
+
+    def add_headers(
+        self, headers: list[tuple[bytes, bytes]], context: RequestContext, started_at: float
+    ) -> None: ...
+
+
 def route_template(scope: Scope) -> str:
     """The matched route's template (`/items/{item_id}`), never the raw path."""
     route = scope.get("route")
@@ -96,12 +105,14 @@ class Gate:
         observers: Sequence[Observer] = (),
         guards: Sequence[Guard] = (),
         timer: Timer | None = None,
+        header_sources: Sequence[HeaderSource] = (),
     ) -> None:
         self.app = app
         self.request_ids = request_ids
         self.observers = tuple(observers)
         self.guards = tuple(guards)
         self.timer = timer
+        self.header_sources = tuple(header_sources)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -109,8 +120,10 @@ class Gate:
             return
 
         started_at = time.perf_counter()
-        request_id = self.request_ids.assign(scope["headers"])
+        context = self.request_ids.assign(scope)
+        request_id = context.request_id
         id_header = (REQUEST_ID_HEADER, request_id.encode("ascii"))
+        header_sources = self.header_sources
         status = 0
 
         async def send_with_headers(message: Message) -> None:
@@ -118,7 +131,10 @@ class Gate:
             if message["type"] == "http.response.start":
                 status = message["status"]
                 # A copy: a response object may be reused across requests.
-                message["headers"] = [*message.get("headers", ()), id_header]
+                headers = [*message.get("headers", ()), id_header]
+                for source in header_sources:
+                    source.add_headers(headers, context, started_at)
+                message["headers"] = headers
             await send(message)
 
         admitted = 0
@@ -160,6 +176,7 @@ class Gate:
             for guard in self.guards[:admitted]:
                 guard.release(scope)
             duration_s = time.perf_counter() - started_at
+            self.request_ids.release()
             if self.observers:
                 route = route_template(scope)
                 method = scope["method"]

@@ -1,33 +1,60 @@
-"""Liveness and readiness probes.
+"""Liveness, readiness and the operators' detailed view (issue 6).
 
-`/health` does no I/O, so a slow database never gets a healthy process restarted; `/ready`
-checks every resource, so traffic only reaches replicas that can serve it.
+`/health` does no I/O and answers a pre-encoded body, so a slow database never gets a healthy
+process restarted and probes cost less than any real route; `/ready` checks every resource, so
+traffic only reaches replicas that can serve it; `/health/detailed` shows internals, so it is
+served only in dev, when made public, or to callers with the token.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
+import platform
+import secrets
+import time
 from collections.abc import Sequence
 
-from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse
+import psutil
+from fastapi import APIRouter, HTTPException, Request
+from fastapi.responses import JSONResponse, Response
 
+from .. import __version__
 from ..lifespan import Resource
+from ..settings import Settings
 
+logger = logging.getLogger(__name__)
 router = APIRouter(tags=["health"])
 
+# A check slower than this counts as failing: /ready must answer within the probes' 2 s timeout
+# (deploy/k8s), with a clear 503 rather than a probe timeout.
+READY_CHECK_TIMEOUT_S = 1.5
+# Liveness has no inputs, so its answer is encoded once and reused by every probe.
+_ALIVE = Response(b'{"status":"ok"}', media_type="application/json")
+_PROCESS = psutil.Process()
 
-@router.get("/health")
-async def health() -> dict[str, str]:
+
+@router.get("/health", response_model=None)
+async def health() -> Response:
     """Liveness: the process and its event loop answer."""
-    return {"status": "ok"}
+    return _ALIVE
+
+
+async def _check(resource: Resource) -> bool:
+    """A resource's readiness; an error or a hang counts as not ready, never as a 500."""
+    try:
+        async with asyncio.timeout(READY_CHECK_TIMEOUT_S):
+            return await resource.check()
+    except Exception:
+        logger.warning("readiness check failed", exc_info=True, extra={"resource": resource.name})
+        return False
 
 
 @router.get("/ready", response_model=None)
 async def ready(request: Request) -> JSONResponse:
     """Readiness: every resource answers its check (run concurrently)."""
     resources: Sequence[Resource] = request.app.state.resources
-    results = await asyncio.gather(*(resource.check() for resource in resources))
+    results = await asyncio.gather(*(_check(resource) for resource in resources))
     checks = {
         resource.name: "ok" if ok else "failing"
         for resource, ok in zip(resources, results, strict=True)
@@ -36,4 +63,56 @@ async def ready(request: Request) -> JSONResponse:
     return JSONResponse(
         {"status": "ready" if ready else "not ready", "checks": checks},
         status_code=200 if ready else 503,
+    )
+
+
+def _allowed(request: Request, settings: Settings) -> bool:
+    if settings.health_detailed_open:
+        return True
+    token = settings.health_detailed_token
+    if token is None:
+        return False
+    offered = request.headers.get("authorization", "")
+    expected = f"Bearer {token.get_secret_value()}"
+    return secrets.compare_digest(offered.encode(), expected.encode())
+
+
+def _process_stats() -> dict[str, object]:
+    """Read from /proc by psutil; called in a worker thread."""
+    with _PROCESS.oneshot():
+        memory = _PROCESS.memory_info()
+        cpu = _PROCESS.cpu_times()
+        return {
+            "pid": _PROCESS.pid,
+            "rss_bytes": memory.rss,
+            "cpu_percent": _PROCESS.cpu_percent(interval=None),
+            "cpu_seconds": cpu.user + cpu.system,
+            "open_fds": _PROCESS.num_fds(),
+            "threads": _PROCESS.num_threads(),
+        }
+
+
+@router.get("/health/detailed", response_model=None, include_in_schema=False)
+async def detailed(request: Request) -> JSONResponse:
+    """Resources, in-process machinery, loop and process state, uptime and version."""
+    state = request.app.state
+    if not _allowed(request, state.settings):
+        # 404, not 401: outsiders learn nothing about what is behind the path.
+        raise HTTPException(status_code=404)
+    asked_at = time.perf_counter()
+    await asyncio.sleep(0)
+    loop_turn_ms = (time.perf_counter() - asked_at) * 1000.0
+    resources: Sequence[Resource] = [*state.resources, *state.internals]
+    return JSONResponse(
+        {
+            "status": "ok",
+            "service": state.settings.service_name,
+            "version": __version__,
+            "python": platform.python_version(),
+            "environment": state.settings.environment,
+            "uptime_s": round(time.time() - state.started_at, 3),
+            "loop": {"turn_ms": round(loop_turn_ms, 3)},
+            "process": await asyncio.to_thread(_process_stats),
+            "resources": {resource.name: resource.details() for resource in resources},
+        }
     )

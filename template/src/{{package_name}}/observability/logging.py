@@ -17,13 +17,18 @@ from pythonjsonlogger.json import JsonFormatter
 from .request_id import current_request_id
 
 _listener: logging.handlers.QueueListener | None = None
+_URL_LOGGERS = ("httpx", "httpcore")
 
 
 class _RequestIdFilter(logging.Filter):
-    """Stamp the current request id while still in the request's own task."""
+    """Stamp the current request id while still in the request's own task.
+
+    A record that names its request already (the loop monitor blaming one) keeps it.
+    """
 
     def filter(self, record: logging.LogRecord) -> bool:
-        record.request_id = current_request_id()
+        if getattr(record, "request_id", None) is None:
+            record.request_id = current_request_id()
         return True
 
 
@@ -64,6 +69,10 @@ def configure_logging(level: str, service_name: str) -> None:
         server_logger.propagate = True
     # The gate writes one access line per request (sampled); uvicorn's own would double it.
     logging.getLogger("uvicorn.access").disabled = True
+    # These log every outbound URL at INFO, query strings (and the keys some APIs put there)
+    # included; their warnings and errors still come through.
+    for name in _URL_LOGGERS:
+        logging.getLogger(name).setLevel(max(logging.WARNING, root.level))
 
     _listener = logging.handlers.QueueListener(records, stream, respect_handler_level=True)
     _listener.start()
