@@ -41,6 +41,7 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 Connection = asyncpg.pool.PoolConnectionProxy
 
+CHECK_TIMEOUT_S = 1.0
 # Upper bounds of the acquire-wait histogram, in seconds (a scrape-time collector exports it).
 WAIT_BUCKETS_S = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
@@ -137,10 +138,12 @@ class PostgresPool:
             pool.terminate()
 
     async def check(self) -> bool:
+        """`SELECT 1` through the pool, the wait for a connection included, within 1 s: a
+        probe must answer before its own timeout (Kubernetes' default is 1 s)."""
         try:
-            async with self.acquire() as connection:
-                await connection.fetchval("SELECT 1", timeout=1.0)
-        except (DatabaseUnavailable, QueryTimeout, RuntimeError):
+            async with asyncio.timeout(CHECK_TIMEOUT_S), self.acquire() as connection:
+                await connection.fetchval("SELECT 1")
+        except (TimeoutError, DatabaseUnavailable, QueryTimeout, RuntimeError):
             return False
         return True
 
