@@ -118,6 +118,8 @@ class PostgresPool:
             max_queries=settings.pool_max_queries,
             max_inactive_connection_lifetime=settings.pool_max_inactive_connection_lifetime_s,
             command_timeout=settings.pool_command_timeout_s,
+            # Bounds opening a connection (asyncpg's default is 60 s).
+            timeout=settings.pool_acquire_timeout_s,
             statement_cache_size=settings.statement_cache_size,
             # Sent in the startup packet: no extra round trip per new connection, and it is the
             # value `RESET ALL` returns to when a connection goes back to the pool.
