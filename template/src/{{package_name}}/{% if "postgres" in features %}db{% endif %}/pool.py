@@ -41,6 +41,7 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 Connection = asyncpg.pool.PoolConnectionProxy
 
+CHECK_TIMEOUT_S = 1.0
 # Upper bounds of the acquire-wait histogram, in seconds (a scrape-time collector exports it).
 WAIT_BUCKETS_S = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
@@ -124,6 +125,8 @@ class PostgresPool:
             max_queries=settings.pool_max_queries,
             max_inactive_connection_lifetime=settings.pool_max_inactive_connection_lifetime_s,
             command_timeout=settings.pool_command_timeout_s,
+            # Bounds opening a connection (asyncpg's default is 60 s).
+            timeout=settings.pool_acquire_timeout_s,
             statement_cache_size=settings.statement_cache_size,
             # Sent in the startup packet: no extra round trip per new connection, and it is the
             # value `RESET ALL` returns to when a connection goes back to the pool.
@@ -144,10 +147,12 @@ class PostgresPool:
             pool.terminate()
 
     async def check(self) -> bool:
+        """`SELECT 1` through the pool, the wait for a connection included, within 1 s: a
+        probe must answer before its own timeout (Kubernetes' default is 1 s)."""
         try:
-            async with self.acquire() as connection:
-                await connection.fetchval("SELECT 1", timeout=1.0)
-        except (DatabaseUnavailable, QueryTimeout, RuntimeError):
+            async with asyncio.timeout(CHECK_TIMEOUT_S), self.acquire() as connection:
+                await connection.fetchval("SELECT 1")
+        except (TimeoutError, DatabaseUnavailable, QueryTimeout, RuntimeError):
             return False
         return True
 
