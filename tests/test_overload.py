@@ -39,7 +39,7 @@ def test_overload_needs_the_load_shedding_feature(tmp_path: Path) -> None:
         console=console,
     )
     assert code == 2
-    assert "needs a service with the load_shedding feature" in out.getvalue()
+    assert "scenario overload needs the load_shedding feature" in out.getvalue()
 
 
 def fake_wrk(monkeypatch: pytest.MonkeyPatch, stdout: str) -> list[list[str]]:
