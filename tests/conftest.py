@@ -1,6 +1,8 @@
 """Shared test fixtures: where the template lives and a fresh directory to render into."""
 
-from collections.abc import Callable
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -21,6 +23,21 @@ def build_dir(tmp_path: Path) -> Path:
     path = tmp_path / "build"
     path.mkdir()
     return path
+
+
+@pytest.fixture
+def private_dir() -> Iterator[Path]:
+    """A temp dir outside pytest's temp root, for projects whose own tests start PostgreSQL.
+
+    Run as root, pgserver runs PostgreSQL as its own user and opens the path to the data and
+    binaries for it, while every new pytest session (the project's own included) locks its
+    temp root to mode 0700 again.
+    """
+    path = Path(tempfile.mkdtemp(prefix="bulwark-"))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 # --- rendered deployment files (tests/test_deploy_*.py) ---------------------------------------

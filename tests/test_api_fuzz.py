@@ -2,8 +2,6 @@
 
 import shutil
 import subprocess
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import copier
@@ -16,6 +14,9 @@ from generator.presets import get_preset
 pytestmark = pytest.mark.slow
 
 FUZZ_OPTIONS = ("--max-examples", "40", "--workers", "1", "--seed", "1", "--no-color")
+# The example payments route calls an outbound service that no test runs here, so it answers
+# 502/503 by design; its failure answers have their own tests in the generated project.
+EXCLUDED = ("--exclude-path-regex", "^/payments")
 CHECKS = (
     "not_a_server_error",
     "status_code_conformance",
@@ -25,19 +26,13 @@ CHECKS = (
 
 
 @pytest.fixture
-def project() -> Iterator[svc.Project]:
-    # Outside pytest's temp root: see generator/harness/matrix.py's test for why.
-    root = Path(tempfile.mkdtemp(prefix="bulwark-fuzz-"))
-    try:
-        data = {"project_slug": "fuzz-api", **get_preset("full").answers()}
-        copier.run_copy(
-            str(REPO_ROOT), root / "svc", data=data, defaults=True, vcs_ref="HEAD", quiet=True
-        )
-        project = svc.Project.load(root / "svc")
-        svc.create_environment(project)
-        yield project
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
+def project(private_dir: Path) -> svc.Project:
+    data = {"project_slug": "fuzz-api", **get_preset("full").answers()}
+    root = private_dir / "svc"
+    copier.run_copy(str(REPO_ROOT), root, data=data, defaults=True, vcs_ref="HEAD", quiet=True)
+    project = svc.Project.load(root)
+    svc.create_environment(project)
+    return project
 
 
 def test_no_server_errors_and_no_schema_violations(project: svc.Project) -> None:

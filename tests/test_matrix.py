@@ -2,9 +2,6 @@
 
 import itertools
 import json
-import shutil
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -58,22 +55,11 @@ def test_only_refuses_an_unknown_set(capsys: pytest.CaptureFixture[str]) -> None
     assert "unknown set m99" in capsys.readouterr().err
 
 
-@pytest.fixture
-def matrix_dir() -> Iterator[Path]:
-    """Outside pytest's temp root: the samples' own pytest sessions reset that root to mode
-    0700, which would cut off the user pgserver runs PostgreSQL as (when run as root)."""
-    path = Path(tempfile.mkdtemp(prefix="bulwark-matrix-"))
-    try:
-        yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
-
-
 @pytest.mark.slow
-def test_every_answer_set_passes_its_own_checks(matrix_dir: Path) -> None:
-    report_path = matrix_dir / "matrix.json"
+def test_every_answer_set_passes_its_own_checks(private_dir: Path) -> None:
+    report_path = private_dir / "matrix.json"
     code = main(
-        ["matrix", "--dest", str(matrix_dir / "m"), "--jobs", "2", "--json", str(report_path)]
+        ["matrix", "--dest", str(private_dir / "m"), "--jobs", "2", "--json", str(report_path)]
     )
     report = json.loads(report_path.read_text(encoding="utf-8"))
     failures = [(s["name"], s["failed_step"], s["log"]) for s in report["sets"] if not s["ok"]]

@@ -117,9 +117,9 @@ def test_update_keeps_user_edits_and_equals_a_fresh_copy(
     assert files == tree(fresh)
 
 
-def test_an_updated_project_passes_its_own_checks(template_repo: Path, tmp_path: Path) -> None:
+def test_an_updated_project_passes_its_own_checks(template_repo: Path, private_dir: Path) -> None:
     _, oldest = VERSIONS[0]
-    project = tmp_path / "project"
+    project = private_dir / "project"
     _copy(template_repo, project, ANSWER_SETS["everything-then"], oldest)
     git(project, "init", "-q")
     commit_all(project, f"generated at {oldest}")
