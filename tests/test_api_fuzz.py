@@ -49,6 +49,7 @@ def test_no_server_errors_and_no_schema_violations(project: svc.Project) -> None
                 *FUZZ_OPTIONS,
                 *EXCLUDED,
             ],
+            cwd=project.root,  # schemathesis keeps its example cache in the working directory
             capture_output=True,
             text=True,
             timeout=600,
