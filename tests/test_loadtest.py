@@ -426,6 +426,43 @@ def test_service_that_fails_to_start_exits_1_with_its_stderr(
     assert "refusing to start: no SECRET_KEY" in printed
 
 
+def render_sample(tmp_path_factory: pytest.TempPathFactory, slug: str, features: list[str]) -> Path:
+    """A real sample rendered from this repo's working tree (HEAD includes uncommitted
+    template changes; None would check out the latest tag once one exists)."""
+    import copier
+
+    dest = tmp_path_factory.mktemp("sample") / slug
+    data = {"project_slug": slug, "targets": [], "features": features}
+    copier.run_copy(str(REPO_ROOT), dest, data=data, defaults=True, vcs_ref="HEAD", quiet=True)
+    return dest
+
+
+@needs_load_tools
+@pytest.mark.parametrize(
+    ("features", "scenario", "missing"),
+    [
+        ([], "db-read", "postgres"),
+        (["postgres"], "cached-read", "cache"),
+        (["timeout"], "overload", "load_shedding"),
+    ],
+)
+def test_a_scenario_needing_a_missing_feature_is_a_usage_error(
+    tmp_path: Path, features: list[str], scenario: str, missing: str
+) -> None:
+    console, out = quiet_console()
+    code = run_loadtest(
+        write_project(tmp_path, features=features),
+        [scenario],
+        duration=1,
+        connections=1,
+        json_path=None,
+        min_ratio=None,
+        console=console,
+    )
+    assert code == 2
+    assert f"scenario {scenario} needs the {missing} feature" in out.getvalue()
+
+
 @pytest.fixture(scope="session")
 def sample_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A real sample rendered from this repo's template, postgres on."""
@@ -433,21 +470,7 @@ def sample_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
         pytest.skip("template/src does not exist yet: the template has no service to load-test")
     if not HAVE_LOAD_TOOLS:
         pytest.skip("needs wrk, taskset and uv")
-    import copier
-
-    dest = tmp_path_factory.mktemp("sample") / "bench-svc"
-    copier.run_copy(
-        str(REPO_ROOT),
-        dest,
-        data={"project_slug": "bench-svc", "targets": [], "features": ["postgres"]},
-        defaults=True,
-        # HEAD, not None: None checks out the latest tag once one exists; HEAD also includes
-        # uncommitted template changes.
-        vcs_ref="HEAD",
-        unsafe=True,
-        quiet=True,
-    )
-    return dest
+    return render_sample(tmp_path_factory, "bench-svc", ["postgres"])
 
 
 @pytest.mark.slow

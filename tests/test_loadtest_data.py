@@ -2,27 +2,14 @@
 
 from __future__ import annotations
 
-import io
 import json
-import shutil
 from pathlib import Path
 from typing import Any
 
-import copier
 import pytest
-import yaml
-from conftest import REPO_ROOT
-from rich.console import Console
+from test_loadtest import HAVE_LOAD_TOOLS, quiet_console, render_sample
 
 from generator.harness.loadtest import SCENARIOS, run_loadtest
-
-HAVE_LOAD_TOOLS = all(shutil.which(tool) for tool in ("wrk", "taskset", "uv"))
-needs_load_tools = pytest.mark.skipif(not HAVE_LOAD_TOOLS, reason="needs wrk, taskset and uv")
-
-
-def quiet_console() -> tuple[Console, io.StringIO]:
-    out = io.StringIO()
-    return Console(file=out, width=200, color_system=None), out
 
 
 def test_data_scenarios_read_one_item_against_the_asyncpg_baseline() -> None:
@@ -36,46 +23,12 @@ def test_data_scenarios_read_one_item_against_the_asyncpg_baseline() -> None:
     assert ("CACHE_ITEMS_TTL_S", "0") in SCENARIOS["db-read"].service_settings
 
 
-@needs_load_tools
-@pytest.mark.parametrize(
-    ("features", "scenario", "missing"),
-    [([], "db-read", "postgres"), (["postgres"], "cached-read", "cache")],
-)
-def test_a_scenario_needing_a_missing_feature_is_a_usage_error(
-    tmp_path: Path, features: list[str], scenario: str, missing: str
-) -> None:
-    answers = {"package_name": "demo_svc", "features": features}
-    (tmp_path / ".copier-answers.yml").write_text(yaml.safe_dump(answers))
-    console, out = quiet_console()
-    code = run_loadtest(
-        tmp_path,
-        [scenario],
-        duration=1,
-        connections=1,
-        json_path=None,
-        min_ratio=None,
-        console=console,
-    )
-    assert code == 2
-    assert f"scenario {scenario} needs the {missing} feature" in out.getvalue()
-
-
 @pytest.fixture(scope="session")
 def cache_sample(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A real sample with postgres and cache, rendered from this repo's working tree."""
     if not HAVE_LOAD_TOOLS:
         pytest.skip("needs wrk, taskset and uv")
-    dest = tmp_path_factory.mktemp("sample") / "bench-data"
-    copier.run_copy(
-        str(REPO_ROOT),
-        dest,
-        data={"project_slug": "bench-data", "targets": [], "features": ["postgres", "cache"]},
-        defaults=True,
-        vcs_ref="HEAD",
-        unsafe=True,
-        quiet=True,
-    )
-    return dest
+    return render_sample(tmp_path_factory, "bench-data", ["postgres", "cache"])
 
 
 @pytest.mark.slow

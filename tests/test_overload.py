@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import subprocess
-from pathlib import Path
 
 import pytest
-from test_loadtest import needs_load_tools, quiet_console, result, write_project
+from test_loadtest import result
 
 from generator.harness import overload
-from generator.harness.loadtest import run_loadtest
 from generator.harness.wrk import WrkError
 
 WRK_REPORT = """\
@@ -24,22 +22,6 @@ Running 3s test @ http://127.0.0.1:1/slow
   Non-2xx or 3xx responses: 2250
 Requests/sec:    900.00
 """
-
-
-@needs_load_tools
-def test_overload_needs_the_load_shedding_feature(tmp_path: Path) -> None:
-    console, out = quiet_console()
-    code = run_loadtest(
-        write_project(tmp_path, features=["timeout"]),
-        ["overload"],
-        duration=1,
-        connections=1,
-        json_path=None,
-        min_ratio=None,
-        console=console,
-    )
-    assert code == 2
-    assert "scenario overload needs the load_shedding feature" in out.getvalue()
 
 
 def fake_wrk(monkeypatch: pytest.MonkeyPatch, stdout: str) -> list[list[str]]:
