@@ -199,7 +199,7 @@ def test_recycled_workers_lose_at_most_a_racing_request_each(
         )
         server = svc.RunningServer(name="service", port=port, process=process, log=log)
         try:
-            svc._wait_ready(server)
+            svc.wait_ready(server)
             first = set(wait_for_workers(process.pid, 2))
             with nginx.front(project.root, server, cpu=SERVER_CPU) as proxied:
                 result = wrk.run_wrk(
@@ -208,7 +208,7 @@ def test_recycled_workers_lose_at_most_a_racing_request_each(
                 proxied.check_alive()
             last = set(wait_for_workers(process.pid, 2))
         finally:
-            svc._stop(process)
+            svc.stop_process(process)
 
     recycles = log.read_text(errors="replace").count("Maximum request limit of")
     print(f"recycling: {recycles} recycles, {result}")

@@ -289,7 +289,7 @@ def test_stop_kills_a_server_that_ignores_sigterm(monkeypatch: pytest.MonkeyPatc
     )
     assert stubborn.stdout is not None
     assert stubborn.stdout.readline() == b"ready\n"  # the trap is set: SIGTERM is ignored
-    service._stop(stubborn)
+    service.stop_process(stubborn)
     stubborn.stdout.close()
     assert stubborn.returncode == -9
 
@@ -463,6 +463,28 @@ def test_a_scenario_needing_a_missing_feature_is_a_usage_error(
     assert f"scenario {scenario} needs the {missing} feature" in out.getvalue()
 
 
+def load_rendered_sample(
+    project: Path, scenarios: list[str], duration: float, tmp_path: Path
+) -> tuple[str, dict[str, Any]]:
+    """Run `bulwark loadtest` on a rendered sample at 32 connections; its output and report."""
+    console, out = quiet_console()
+    json_path = tmp_path / "load.json"
+    code = run_loadtest(
+        project,
+        scenarios,
+        duration=duration,
+        connections=32,
+        json_path=json_path,
+        min_ratio=None,
+        console=console,
+    )
+    printed = out.getvalue()
+    print(printed)
+    assert code == 0, printed
+    report: dict[str, Any] = json.loads(json_path.read_text())
+    return printed, report
+
+
 @pytest.fixture(scope="session")
 def sample_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A real sample rendered from this repo's template, postgres on."""
@@ -477,19 +499,6 @@ def sample_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.mark.load
 def test_rendered_sample_against_bare_fastapi(sample_project: Path, tmp_path: Path) -> None:
     """The figure DESIGN.md §8 asks for, on the real template; 0.5 is a tripwire only."""
-    console, out = quiet_console()
-    json_path = tmp_path / "load.json"
-    code = run_loadtest(
-        sample_project,
-        ["health"],
-        duration=2,
-        connections=32,
-        json_path=json_path,
-        min_ratio=None,
-        console=console,
-    )
-    printed = out.getvalue()
-    print(printed)
-    assert code == 0, printed
-    health = assert_report(json.loads(json_path.read_text()))
+    printed, report = load_rendered_sample(sample_project, ["health"], 2, tmp_path)
+    health = assert_report(report)
     assert health["ratio"] >= 0.5, printed

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
-from typing import Any
 
 import pytest
-from test_loadtest import HAVE_LOAD_TOOLS, quiet_console, render_sample
+from test_loadtest import HAVE_LOAD_TOOLS, load_rendered_sample, render_sample
 
-from generator.harness.loadtest import SCENARIOS, run_loadtest
+from generator.harness.loadtest import SCENARIOS
 
 
 def test_data_scenarios_read_one_item_against_the_asyncpg_baseline() -> None:
@@ -35,21 +33,7 @@ def cache_sample(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.mark.load
 def test_db_read_and_cached_read_on_a_rendered_sample(cache_sample: Path, tmp_path: Path) -> None:
     """Both scenarios run end to end; the floors are tripwires, the targets are in issue 4."""
-    console, out = quiet_console()
-    json_path = tmp_path / "load.json"
-    code = run_loadtest(
-        cache_sample,
-        ["db-read", "cached-read"],
-        duration=1,
-        connections=32,
-        json_path=json_path,
-        min_ratio=None,
-        console=console,
-    )
-    printed = out.getvalue()
-    print(printed)
-    assert code == 0, printed
-    report: dict[str, Any] = json.loads(json_path.read_text())
+    printed, report = load_rendered_sample(cache_sample, ["db-read", "cached-read"], 1, tmp_path)
     by_name = {entry["name"]: entry for entry in report["scenarios"]}
     assert set(by_name) == {"db-read", "cached-read"}
     for entry in by_name.values():

@@ -34,7 +34,7 @@ asyncio.run(main())
 
 def seed_item(project: svc.Project, extra_env: Mapping[str, str]) -> dict[str, str]:
     """Insert the item both sides read; its id fills the scenario's `{item_id}`."""
-    out = svc._run(
+    out = svc.run_step(
         [str(project.python), "-c", _SEED],
         cwd=project.root,
         env={**os.environ, **extra_env},

@@ -140,10 +140,10 @@ def proxy(root: Path, *, upstream_port: int, cpu: int) -> Iterator[svc.RunningSe
             )
         running = svc.RunningServer(name="nginx", port=port, process=process, log=log)
         try:
-            svc._wait_ready(running)
+            svc.wait_ready(running)
             yield running
         finally:
-            svc._stop(process)
+            svc.stop_process(process)
 
 
 @contextmanager

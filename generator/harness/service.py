@@ -119,7 +119,7 @@ def create_environment(project: Project) -> None:
     env = {
         k: v for k, v in os.environ.items() if k not in {"VIRTUAL_ENV", "UV_PROJECT_ENVIRONMENT"}
     }
-    _run(["uv", "sync"], cwd=project.root, env=env, timeout=SYNC_TIMEOUT_S)
+    run_step(["uv", "sync"], cwd=project.root, env=env, timeout=SYNC_TIMEOUT_S)
     if not project.python.exists():
         raise ServiceError(f"`uv sync` in {project.root} made no .venv/bin/python")
 
@@ -130,7 +130,7 @@ def runtime_versions(project: Project) -> dict[str, str]:
         "import sys, importlib.metadata as m; "
         "print(sys.version.split()[0], m.version('fastapi'), m.version('uvicorn'))"
     )
-    out = _run([str(project.python), "-c", script], cwd=project.root, timeout=STEP_TIMEOUT_S)
+    out = run_step([str(project.python), "-c", script], cwd=project.root, timeout=STEP_TIMEOUT_S)
     python, fastapi, uvicorn = out.split()
     return {"python": python, "fastapi": fastapi, "uvicorn": uvicorn}
 
@@ -149,12 +149,14 @@ def database(project: Project) -> Iterator[dict[str, str]]:
     python = str(project.python)
     was_running = _postgres_running(project.root / ".data")
     try:
-        out = _run([python, "scripts/devdb.py", "url"], cwd=project.root, timeout=STEP_TIMEOUT_S)
+        out = run_step(
+            [python, "scripts/devdb.py", "url"], cwd=project.root, timeout=STEP_TIMEOUT_S
+        )
         lines = out.strip().splitlines()
         if not lines:
             raise ServiceError("`scripts/devdb.py url` printed no URL")
         extra = {"DATABASE_URL": lines[-1].strip()}
-        _run(
+        run_step(
             [python, "-m", f"{project.package_name}.db.migrate"],
             cwd=project.root,
             env={**os.environ, **extra},
@@ -163,7 +165,7 @@ def database(project: Project) -> Iterator[dict[str, str]]:
         yield extra
     finally:
         if not was_running:
-            _run([python, "scripts/devdb.py", "stop"], cwd=project.root, timeout=STEP_TIMEOUT_S)
+            run_step([python, "scripts/devdb.py", "stop"], cwd=project.root, timeout=STEP_TIMEOUT_S)
 
 
 def service(
@@ -234,10 +236,10 @@ def serve(
             )
         server = RunningServer(name=name, port=port, process=process, log=log)
         try:
-            _wait_ready(server)
+            wait_ready(server)
             yield server
         finally:
-            _stop(process)
+            stop_process(process)
 
 
 def free_port() -> int:
@@ -248,7 +250,7 @@ def free_port() -> int:
         return port
 
 
-def _wait_ready(server: RunningServer) -> None:
+def wait_ready(server: RunningServer) -> None:
     url = server.url("/health")
     deadline = time.monotonic() + READY_TIMEOUT_S
     while time.monotonic() < deadline:
@@ -269,7 +271,7 @@ def _wait_ready(server: RunningServer) -> None:
     )
 
 
-def _stop(process: subprocess.Popen[bytes]) -> None:
+def stop_process(process: subprocess.Popen[bytes]) -> None:
     """SIGTERM, wait a bound, then SIGKILL; a second Ctrl-C while waiting kills at once."""
     if process.poll() is not None:
         return
@@ -308,7 +310,7 @@ def _postgres_running(data_dir: Path) -> bool:
     return False
 
 
-def _run(
+def run_step(
     command: Sequence[str],
     *,
     cwd: Path,
