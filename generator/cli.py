@@ -4,6 +4,7 @@ It never renders a file itself, so whatever it makes, plain `copier copy`/`copie
 make too. Exit codes: 0 ok, 1 a run failed (e.g. a load-test ratio), 2 usage or invalid answers.
 """
 
+import shlex
 import subprocess
 import sys
 from collections.abc import Callable, Iterable
@@ -211,6 +212,19 @@ def loadtest(
         float | None,
         typer.Option(help="Fail (exit 1) when rps falls below this ratio of bare FastAPI."),
     ] = None,
+    run_all: Annotated[
+        bool,
+        typer.Option(
+            "--all", help="Run every scenario DEST's features allow; note the others as skipped."
+        ),
+    ] = False,
+    report: Annotated[
+        Path | None,
+        typer.Option(
+            "--report",
+            help="Write report.json, report.png and index.html (table, plot) into this directory.",
+        ),
+    ] = None,
 ) -> None:
     """Load DEST and a bare FastAPI app the same way and report the ratio."""
     # Imported here: the harness pulls in load-test machinery the other commands never need.
@@ -218,12 +232,15 @@ def loadtest(
 
     code = run_loadtest(
         dest,
-        scenario or ["health"],
+        scenario or ([] if run_all else ["health"]),
         duration=duration,
         connections=connections,
         json_path=json_path,
         min_ratio=min_ratio,
         console=out,
+        run_all=run_all,
+        report_dir=report,
+        command=shlex.join(["bulwark", *sys.argv[1:]]),
     )
     if code:
         raise typer.Exit(code)

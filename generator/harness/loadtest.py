@@ -151,16 +151,30 @@ def run_loadtest(
     json_path: Path | None,
     min_ratio: float | None,
     console: Console,
+    run_all: bool = False,
+    report_dir: Path | None = None,
+    command: str = "",
 ) -> int:
     """Measure each scenario on both sides; exit 0, 1 (failure or below min_ratio) or 2 (usage).
 
+    `run_all` runs every scenario DEST can run and notes the others; `report_dir` receives
+    report.json, report.png and index.html (report.py), which quote `command`.
     An interrupt stops every server before returning 130.
     """
     try:
-        project, seconds = _check_usage(dest, scenarios, duration, connections)
+        if run_all and scenarios:
+            raise UsageError("--all runs every scenario; drop --scenario")
+        if run_all:
+            project, seconds = _check_usage(dest, list(SCENARIOS), duration, connections, skip=True)
+            scenarios, skipped = runnable_scenarios(project)
+        else:
+            project, seconds = _check_usage(dest, scenarios, duration, connections)
+            skipped = {}
     except UsageError as exc:
         console.print(f"[red]error:[/] {escape(str(exc))}")
         return 2
+    for name, reason in skipped.items():
+        console.print(f"[yellow]skipped[/] {name}: {escape(reason)}")
     chosen = [SCENARIOS[name] for name in dict.fromkeys(scenarios)]
     try:
         machine, outcomes = _measure(project, chosen, seconds, connections, console)
@@ -173,18 +187,32 @@ def run_loadtest(
     console.print(_table(outcomes, min_ratio))
     for outcome in outcomes:
         if outcome.extra:
-            figures = ", ".join(f"{key} {value}" for key, value in outcome.extra.items())
+            figures = ", ".join(
+                f"{key} {value}"
+                for key, value in outcome.extra.items()
+                if not isinstance(value, list)  # the series are for the report's plot
+            )
             console.print(f"{outcome.scenario.name}: {escape(figures)}")
     console.print(
         f"wrk -c{connections} on CPU {WRK_CPU}, servers on CPU {svc.SERVER_CPU}: "
         f"median of {RUNS} x {seconds} s runs after {WARMUP_S} s of warm-up, "
         "p50/p99 from that run, errors summed over the runs"
     )
+    report = _report(machine, outcomes, seconds, connections)
+    if skipped:
+        report["skipped"] = [{"name": name, "reason": reason} for name, reason in skipped.items()]
+    if command:
+        report["command"] = command
+    written = [json_path] if json_path is not None else []
     if json_path is not None:
-        report = _report(machine, outcomes, seconds, connections)
         json_path.parent.mkdir(parents=True, exist_ok=True)
         json_path.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-        console.print(f"wrote {escape(str(json_path))}")
+    if report_dir is not None:
+        from generator.harness.report import write_report  # matplotlib loads only for a report
+
+        written += write_report(report, report_dir)
+    for path in written:
+        console.print(f"wrote {escape(str(path))}")
     below = [o for o in outcomes if min_ratio is not None and o.ratio < min_ratio]
     if below:
         names = ", ".join(f"{o.scenario.name} ({o.ratio:.2f})" for o in below)
@@ -194,9 +222,11 @@ def run_loadtest(
 
 
 def _check_usage(
-    dest: Path, scenarios: Sequence[str], duration: float, connections: int
+    dest: Path, scenarios: Sequence[str], duration: float, connections: int, *, skip: bool = False
 ) -> tuple[svc.Project, int]:
-    """Everything checkable before a server starts; returns the project and wrk's seconds."""
+    """Everything checkable before a server starts; returns the project and wrk's seconds.
+
+    With `skip`, a scenario DEST cannot run is left to the caller (runnable_scenarios)."""
     if not scenarios:
         raise UsageError(f"name at least one scenario: {', '.join(SCENARIOS)}")
     unknown = [name for name in scenarios if name not in SCENARIOS]
@@ -217,23 +247,43 @@ def _check_usage(
         project = svc.Project.load(dest)
     except svc.NotAProjectError as exc:
         raise UsageError(str(exc)) from exc
-    if any(SCENARIOS[name].via_nginx for name in scenarios):
-        if nginx.binary() is None:
-            raise UsageError(f"nginx not found; install it with: {nginx.INSTALL_HINT}")
-        try:
-            nginx.site_file(project.root)
-        except nginx.NginxError as exc:
-            raise UsageError(str(exc)) from exc
-    for name in dict.fromkeys(scenarios):
-        missing = [f for f in SCENARIOS[name].features if f not in project.features]
-        if missing:
-            raise UsageError(
-                f"scenario {name} needs the {', '.join(missing)} feature(s); "
-                f"{dest} was generated without them"
-            )
+    if not skip:
+        unavailable = runnable_scenarios(project, scenarios)[1]
+        if unavailable:
+            raise UsageError(next(iter(unavailable.values())))
     if not project.python.exists() and shutil.which("uv") is None:
         raise UsageError(f"{dest} has no .venv and uv is not found; install it: {_UV_INSTALL_HINT}")
     return project, seconds
+
+
+def runnable_scenarios(
+    project: svc.Project, names: Sequence[str] | None = None
+) -> tuple[list[str], dict[str, str]]:
+    """Split `names` (default: every scenario) into those the project and this machine can
+    run and the others, each with the reason (what to install or render it with)."""
+    runnable, unavailable = [], {}
+    for name in dict.fromkeys(names if names is not None else SCENARIOS):
+        scenario = SCENARIOS[name]
+        reason = None
+        if scenario.via_nginx:
+            if nginx.binary() is None:
+                reason = f"nginx not found; install it with: {nginx.INSTALL_HINT}"
+            else:
+                try:
+                    nginx.site_file(project.root)
+                except nginx.NginxError as exc:
+                    reason = str(exc)
+        missing = [f for f in scenario.features if f not in project.features]
+        if reason is None and missing:
+            reason = (
+                f"scenario {name} needs the {', '.join(missing)} feature(s); "
+                f"{project.root} was generated without them"
+            )
+        if reason is None:
+            runnable.append(name)
+        else:
+            unavailable[name] = reason
+    return runnable, unavailable
 
 
 def _measure(

@@ -19,6 +19,8 @@ end
 -- caps the offered rate, so the server is offered a rate, not saturated by a closed loop (where
 -- every latency is just connections / throughput, Little's law, whatever the server does).
 local pause_ms = tonumber(os.getenv("BULWARK_OVERLOAD_DELAY_MS") or "0")
+-- Width of the time buckets of the latency-over-time series, by when each request was sent.
+local interval_ms = tonumber(os.getenv("BULWARK_OVERLOAD_INTERVAL_MS") or "1000")
 
 local threads = {}
 
@@ -31,6 +33,10 @@ function init(args)
   shed = {}
   admitted = {}
   other = 0
+  -- Send times parallel to shed/admitted, and of the other answers, for the series.
+  shed_at = {}
+  admitted_at = {}
+  other_at = {}
 end
 
 function delay()
@@ -46,34 +52,96 @@ function response(status, headers, body)
   local took = now_ms() - sent_at
   if status == 503 then
     shed[#shed + 1] = took
+    shed_at[#shed_at + 1] = sent_at
   elseif status == 200 then
     admitted[#admitted + 1] = took
+    admitted_at[#admitted_at + 1] = sent_at
   else
     other = other + 1
+    other_at[#other_at + 1] = sent_at
   end
 end
 
-local function p99(values)
+-- Sorts values in place.
+local function percentile(values, fraction)
   if #values == 0 then
     return -1
   end
   table.sort(values)
-  return values[math.max(1, math.ceil(#values * 0.99))]
+  return values[math.max(1, math.ceil(#values * fraction))]
+end
+
+local function p99(values)
+  return percentile(values, 0.99)
+end
+
+-- JSON for a latency, null when the bucket has no answer of that class.
+local function ms(value)
+  if value < 0 then
+    return "null"
+  end
+  return string.format("%.3f", value)
+end
+
+-- One JSON object per interval: counts and p50/p99 of each class sent in it. The clock is
+-- CLOCK_MONOTONIC, shared by every thread, so the buckets line up across threads.
+local function series(samples)
+  local first = math.huge
+  for _, sample in ipairs(samples) do
+    first = math.min(first, sample.at)
+  end
+  local buckets, last = {}, -1
+  for _, sample in ipairs(samples) do
+    local index = math.floor((sample.at - first) / interval_ms)
+    last = math.max(last, index)
+    local bucket = buckets[index]
+    if bucket == nil then
+      bucket = { shed = {}, admitted = {}, other = 0 }
+      buckets[index] = bucket
+    end
+    if sample.class == "other" then
+      bucket.other = bucket.other + 1
+    else
+      local values = bucket[sample.class]
+      values[#values + 1] = sample.took
+    end
+  end
+  local parts = {}
+  for index = 0, last do
+    local bucket = buckets[index] or { shed = {}, admitted = {}, other = 0 }
+    local shed_count, admitted_count = #bucket.shed, #bucket.admitted
+    parts[#parts + 1] = string.format(
+      '{"t_s": %.3f, "shed": %d, "admitted": %d, "other": %d, ' ..
+      '"shed_p50_ms": %s, "shed_p99_ms": %s, "admitted_p50_ms": %s, "admitted_p99_ms": %s}',
+      index * interval_ms / 1000, shed_count, admitted_count, bucket.other,
+      ms(percentile(bucket.shed, 0.5)), ms(p99(bucket.shed)),
+      ms(percentile(bucket.admitted, 0.5)), ms(p99(bucket.admitted)))
+  end
+  return "[" .. table.concat(parts, ", ") .. "]"
 end
 
 function done(summary, latency, requests)
-  local all_shed, all_admitted, all_other = {}, {}, 0
+  local all_shed, all_admitted, all_other, samples = {}, {}, 0, {}
   for _, thread in ipairs(threads) do
-    for _, value in ipairs(thread:get("shed")) do
+    local thread_shed, thread_admitted = thread:get("shed"), thread:get("admitted")
+    local thread_shed_at, thread_admitted_at = thread:get("shed_at"), thread:get("admitted_at")
+    for i, value in ipairs(thread_shed) do
       all_shed[#all_shed + 1] = value
+      samples[#samples + 1] = { at = thread_shed_at[i], took = value, class = "shed" }
     end
-    for _, value in ipairs(thread:get("admitted")) do
+    for i, value in ipairs(thread_admitted) do
       all_admitted[#all_admitted + 1] = value
+      samples[#samples + 1] = { at = thread_admitted_at[i], took = value, class = "admitted" }
+    end
+    for _, at in ipairs(thread:get("other_at")) do
+      samples[#samples + 1] = { at = at, class = "other" }
     end
     all_other = all_other + thread:get("other")
   end
+  local over_time = series(samples)
   io.write(string.format(
     'BULWARK_OVERLOAD {"shed": %d, "admitted": %d, "other": %d, ' ..
-    '"shed_p99_ms": %.3f, "admitted_p99_ms": %.3f}\n',
-    #all_shed, #all_admitted, all_other, p99(all_shed), p99(all_admitted)))
+    '"shed_p99_ms": %.3f, "admitted_p99_ms": %.3f, "series": %s}\n',
+    #all_shed, #all_admitted, all_other, p99(all_shed), p99(all_admitted),
+    over_time))
 end

@@ -10,7 +10,9 @@ same way, to show what happens without shedding (everything queues on the pool).
 - unloaded_p99_ms: the service's p99 on the slow route with fewer connections than its cap;
 - admitted_p99_ms / shed_p99_ms: p99 of the 200s and of the 503s under overload, timed per
   request by overload.lua (wrk's own histogram mixes both);
-- non_503_errors: socket errors and any status other than 200 and 503, summed over the runs.
+- non_503_errors: socket errors and any status other than 200 and 503, summed over the runs;
+- series / baseline_series: the median run of each side cut into INTERVAL_MS buckets by send
+  time, each with its shed/admitted/other counts and p50/p99 per class (the report's plot).
 Issue 5's targets: shed p99 < 2 ms, admitted p99 <= 2 x unloaded p99, no non-503 errors.
 """
 
@@ -21,7 +23,7 @@ import os
 import subprocess
 from collections.abc import Mapping
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +36,8 @@ SLOW_S = 0.05
 POOL_SIZE = 8
 MAX_IN_FLIGHT = POOL_SIZE
 DELAY_MS = 60
+# Buckets of the latency-over-time series: ten or more points per 10 s run.
+INTERVAL_MS = 500
 # A waiting room small enough that waiters are admitted before their wait runs out: a waiter
 # that times out is a slow 503, and shed responses must stay fast.
 SHED_MAX_WAITING = 2
@@ -41,6 +45,21 @@ SHED_MAX_WAIT_S = 0.025
 UNLOADED_CONNECTIONS = MAX_IN_FLIGHT // 2
 _MARKER = "BULWARK_OVERLOAD "
 _GRACE_S = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class Interval:
+    """One bucket of a run's series: the requests sent in [t_s, t_s + interval); latencies in
+    ms, None when no answer of that class came back for the bucket."""
+
+    t_s: float
+    shed: int
+    admitted: int
+    other: int
+    shed_p50_ms: float | None
+    shed_p99_ms: float | None
+    admitted_p50_ms: float | None
+    admitted_p99_ms: float | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +72,7 @@ class OverloadRun:
     other: int
     shed_p99_ms: float
     admitted_p99_ms: float
+    series: tuple[Interval, ...] = ()
 
     @property
     def non_503_errors(self) -> int:
@@ -110,7 +130,11 @@ def run_overload(url: str, *, duration_s: int, connections: int, cpu: int) -> Ov
             stdin=subprocess.DEVNULL,
             capture_output=True,
             text=True,
-            env={**os.environ, "BULWARK_OVERLOAD_DELAY_MS": str(DELAY_MS)},
+            env={
+                **os.environ,
+                "BULWARK_OVERLOAD_DELAY_MS": str(DELAY_MS),
+                "BULWARK_OVERLOAD_INTERVAL_MS": str(INTERVAL_MS),
+            },
             timeout=duration_s + _GRACE_S,
             check=False,
         )
@@ -129,6 +153,7 @@ def run_overload(url: str, *, duration_s: int, connections: int, cpu: int) -> Ov
         other=figures["other"],
         shed_p99_ms=figures["shed_p99_ms"],
         admitted_p99_ms=figures["admitted_p99_ms"],
+        series=tuple(Interval(**bucket) for bucket in figures.get("series", ())),
     )
 
 
@@ -141,6 +166,7 @@ def figures(
 ) -> dict[str, Any]:
     """The scenario's extra JSON fields (issue 5 names the first four)."""
     median = median_run(service_runs)
+    baseline_median = median_run(baseline_runs)
     capacity = POOL_SIZE / SLOW_S
     return {
         "shed_p99_ms": round(median.shed_p99_ms, 3),
@@ -151,10 +177,13 @@ def figures(
         "offered_rps": round(median.result.rps, 1),
         "offered_over_capacity": round(median.result.rps / capacity, 2),
         "shed_share": round(median.shed / max(median.shed + median.admitted, 1), 4),
-        "baseline_admitted_p99_ms": round(median_run(baseline_runs).admitted_p99_ms, 3),
+        "baseline_admitted_p99_ms": round(baseline_median.admitted_p99_ms, 3),
         "slow_route_s": SLOW_S,
         "max_in_flight": MAX_IN_FLIGHT,
         "pause_between_requests_ms": DELAY_MS,
         "shed_max_waiting": SHED_MAX_WAITING,
         "shed_max_wait_s": SHED_MAX_WAIT_S,
+        "interval_s": INTERVAL_MS / 1000,
+        "series": [asdict(bucket) for bucket in median.series],
+        "baseline_series": [asdict(bucket) for bucket in baseline_median.series],
     }
