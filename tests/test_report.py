@@ -138,6 +138,9 @@ def test_report_writes_json_png_and_a_page_with_every_row(tmp_path: Path) -> Non
     assert html.escape(document["command"]) in page
     assert "Test CPU 3000" in page
     assert "<dt>connections</dt><dd>64</dd>" in page
+    assert "<h2>overload figures</h2>" in page
+    assert "<dt>shed_p99_ms</dt><dd>1.2</dd>" in page
+    assert "<dt>series</dt>" not in page  # the series are drawn, not listed
     # The plot is inline, byte for byte: the page is one self-contained file.
     assert base64.b64encode(png).decode() in page
 

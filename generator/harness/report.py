@@ -196,7 +196,7 @@ def _over_time(axes: Axes, entry: Mapping[str, Any]) -> None:
         + (f" (offered ≈ {offered}x capacity)" if offered is not None else ""),
         fontsize=10,
     )
-    axes.legend(fontsize=8, loc="upper right")
+    axes.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=3)
 
 
 # --- the page --------------------------------------------------------------------------------
@@ -208,7 +208,9 @@ def page(report: Mapping[str, Any], png: bytes) -> str:
     rows = []
     for entry in report["scenarios"]:
         judged = verdict(entry)
-        met = {True: "met", False: "missed", None: "-"}[judged.met]
+        met, css = {True: ("met", "met"), False: ("missed", "missed"), None: ("-", "none")}[
+            judged.met
+        ]
         rows.append(
             "<tr>"
             f"<td>{esc(entry['name'])}</td>"
@@ -217,19 +219,18 @@ def page(report: Mapping[str, Any], png: bytes) -> str:
             f"<td>{entry['p50_ms']:.2f}</td><td>{entry['baseline_p50_ms']:.2f}</td>"
             f"<td>{entry['p99_ms']:.2f}</td><td>{entry['baseline_p99_ms']:.2f}</td>"
             f"<td>{entry['errors']}</td>"
-            f"<td>{esc(judged.target)}</td><td class='{met}'>{met}</td>"
+            f"<td>{esc(judged.target)}</td><td class='{css}'>{met}</td>"
             "</tr>"
         )
     skipped = "".join(
         f"<li><b>{esc(s['name'])}</b>: {esc(s['reason'])}</li>" for s in report.get("skipped", ())
     )
-    overload = next((e for e in report["scenarios"] if e["name"] == "overload"), None)
-    overload_figures = ""
-    if overload is not None:
-        keys = [k for k, v in overload.items() if k.startswith(_OVERLOAD_KEYS) and _scalar(v)]
-        overload_figures = "<h2>overload figures</h2>" + _definitions(
-            {key: overload[key] for key in keys}
-        )
+    extra_figures = "".join(
+        f"<h2>{html.escape(entry['name'])} figures</h2>"
+        + _definitions({k: v for k, v in entry.items() if k not in _TABLE_KEYS and _scalar(v)})
+        for entry in report["scenarios"]
+        if any(k not in _TABLE_KEYS for k in entry)
+    )
     image = base64.b64encode(png).decode("ascii")
     command = report.get("command", "")
     return f"""<!doctype html>
@@ -261,7 +262,7 @@ wrk's, from the median run by rps; ratio = generated rps / bare rps.</p>
 </tbody>
 </table>
 {f"<h2>skipped</h2><ul>{skipped}</ul>" if skipped else ""}
-{overload_figures}
+{extra_figures}
 <h2>plot</h2>
 <img alt="rps and latency per scenario; latency over time under overload"
  src="data:image/png;base64,{image}">
@@ -276,7 +277,26 @@ wrk's, from the median run by rps; ratio = generated rps / bare rps.</p>
 """
 
 
-_OVERLOAD_KEYS = ("shed", "admitted", "unloaded", "non_503", "capacity", "offered", "baseline_")
+# Every scenario's fields in the table or beside it; what else an entry has is its own figures.
+_TABLE_KEYS = frozenset(
+    {
+        "name",
+        "rps",
+        "p50_ms",
+        "p99_ms",
+        "errors",
+        "baseline_rps",
+        "baseline_p50_ms",
+        "baseline_p99_ms",
+        "baseline_errors",
+        "ratio",
+        "method",
+        "path",
+        "workers",
+        "via_nginx",
+        "runs",
+    }
+)
 
 
 def _scalar(value: object) -> bool:
