@@ -30,6 +30,7 @@ def fake_wrk(monkeypatch: pytest.MonkeyPatch, stdout: str) -> list[list[str]]:
     def run(command: list[str], **kwargs: object) -> subprocess.CompletedProcess[str]:
         commands.append(command)
         assert kwargs["env"]["BULWARK_OVERLOAD_DELAY_MS"] == str(overload.DELAY_MS)  # type: ignore[index]
+        assert kwargs["env"]["BULWARK_OVERLOAD_INTERVAL_MS"] == str(overload.INTERVAL_MS)  # type: ignore[index]
         return subprocess.CompletedProcess(command, 0, stdout=stdout, stderr="")
 
     monkeypatch.setattr(subprocess, "run", run)
@@ -41,7 +42,7 @@ def test_lua_figures_are_read_with_one_connection_per_thread(
 ) -> None:
     marker = (
         'BULWARK_OVERLOAD {"shed": 2250, "admitted": 440, "other": 10, '
-        '"shed_p99_ms": 1.25, "admitted_p99_ms": 62.5}\n'
+        '"shed_p99_ms": 1.25, "admitted_p99_ms": 62.5, "series": []}\n'
     )
     commands = fake_wrk(monkeypatch, WRK_REPORT + marker)
     run = overload.run_overload("http://x/slow", duration_s=3, connections=64, cpu=1)
@@ -50,6 +51,29 @@ def test_lua_figures_are_read_with_one_connection_per_thread(
     assert (run.shed, run.admitted, run.shed_p99_ms, run.admitted_p99_ms) == (2250, 440, 1.25, 62.5)
     assert run.result.rps == 900.0
     assert run.non_503_errors == 10
+
+
+def test_the_series_is_read_without_the_bucket_past_the_end(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def bucket(t_s: float, shed_p99: str) -> str:
+        return (
+            f'{{"t_s": {t_s}, "shed": 5, "admitted": 2, "other": 0, "shed_p50_ms": 0.5, '
+            f'"shed_p99_ms": {shed_p99}, "admitted_p50_ms": 50.1, "admitted_p99_ms": 60.2}}'
+        )
+
+    series = ", ".join(bucket(t, p) for t, p in ((0.0, "0.9"), (2.5, "null"), (3.0, "1.1")))
+    marker = (
+        'BULWARK_OVERLOAD {"shed": 10, "admitted": 4, "other": 0, "shed_p99_ms": 1.0, '
+        f'"admitted_p99_ms": 60.2, "series": [{series}]}}\n'
+    )
+    fake_wrk(monkeypatch, WRK_REPORT + marker)
+    run = overload.run_overload("http://x/slow", duration_s=3, connections=64, cpu=1)
+    assert [(b.t_s, b.shed_p99_ms) for b in run.series] == [(0.0, 0.9), (2.5, None)]
+    assert run.series[0] == overload.Interval(0.0, 5, 2, 0, 0.5, 0.9, 50.1, 60.2)
+    assert {"series", "baseline_series", "interval_s"} <= set(
+        overload.figures([run], result(80, 52.0), [run])
+    )
 
 
 def test_missing_lua_figures_are_an_error(monkeypatch: pytest.MonkeyPatch) -> None:
