@@ -21,10 +21,11 @@ import functools
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, ParamSpec, TypeVar, cast
 
+from ..observability.stats import Family
 from ..redis_client import RedisClient
 from ..settings import Settings
 from .l1 import L1
@@ -97,6 +98,47 @@ class Cache:
             "load_errors": stats.load_errors,
             "stale_served": stats.stale_served,
         }
+
+    def families(self) -> Iterator[Family]:
+        stats = self.stats
+
+        def counter(name: str, help_text: str, count: int) -> Family:
+            return Family("counter", name, help_text, (), [((), count)])
+
+        yield Family(
+            "counter",
+            "cache_hits_total",
+            "Lookups answered by a fresh value, by the level that had it.",
+            ("level",),
+            [(("l1",), stats.hits_l1), (("l2",), stats.hits_l2)],
+        )
+        yield counter("cache_misses_total", "Lookups that found no fresh value.", stats.misses)
+        yield counter(
+            "cache_stale_served_total",
+            "Lookups answered by a stale L1 value because Redis or the loader failed.",
+            stats.stale_served,
+        )
+        yield counter("cache_loads_total", "Loader calls that returned a value.", stats.loads)
+        yield counter("cache_load_errors_total", "Loader calls that raised.", stats.load_errors)
+        yield counter(
+            "cache_single_flight_joins_total",
+            "Misses that waited for a load already under way instead of starting one.",
+            stats.joined_flights,
+        )
+        yield Family(
+            "counter",
+            "cache_errors_total",
+            "Failed calls to a cache level (each also pauses Redis; see docs/cache.md).",
+            ("level",),
+            [(("l2",), self._l2.errors)],
+        )
+        yield Family(
+            "gauge",
+            "cache_entries",
+            "Entries held in a cache level, stale ones within their grace included.",
+            ("level",),
+            [(("l1",), len(self._l1))],
+        )
 
     async def get(self, key: str) -> Any:
         """The cached value or None; with Redis failing, L1 answers, stale within its grace."""

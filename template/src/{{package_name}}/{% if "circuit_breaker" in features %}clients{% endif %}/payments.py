@@ -10,10 +10,12 @@ replica out of the load balancer; the breaker state is in details() instead.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 import httpx
 
+from ..observability.stats import Family
 from ..resilience.breaker import CircuitBreaker
 from ..resilience.retry import retry_idempotent
 from ..settings import Settings
@@ -67,6 +69,9 @@ class PaymentsClient:
 
     def details(self) -> dict[str, object]:
         return {"started": self._client is not None, "breaker": self.breaker.details()}
+
+    def families(self) -> Iterable[Family]:
+        return self.breaker.families()
 
     async def get_payment(self, payment_id: str) -> dict[str, Any] | None:
         """The payment, None if unknown; `CircuitOpen` or `PaymentsUnavailable` otherwise."""
