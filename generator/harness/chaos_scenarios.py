@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import subprocess
 import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
@@ -21,6 +22,7 @@ import httpx
 
 from generator.harness import chaos_infra as infra
 from generator.harness import service as svc
+from generator.harness import wrk
 from generator.harness.chaos_probe import (
     BackgroundWrk,
     Probe,
@@ -162,16 +164,17 @@ async def _detailed(server: svc.RunningServer) -> dict[str, Any]:
     return resources
 
 
-def _clock() -> Callable[[], float]:
+def _clock() -> tuple[float, Callable[[], float]]:
+    """The scenario's clock zero (monotonic) and a reader of seconds since it."""
     zero = time.monotonic()
-    return lambda: time.monotonic() - zero
+    return zero, lambda: time.monotonic() - zero
 
 
 def _latencies(samples: list[Sample]) -> list[float]:
     return [s.latency_ms for s in samples]
 
 
-def _wrk_figures(result: Any) -> dict[str, Any]:
+def _wrk_figures(result: wrk.WrkResult) -> dict[str, Any]:
     return {
         "wrk_requests": result.requests,
         "wrk_rps": round(result.rps, 1),
@@ -193,14 +196,14 @@ async def postgres_down(ctx: Context) -> Result:
     if "cache" in ctx.project.features:
         settings["CACHE_ITEMS_TTL_S"] = "0"  # every item read goes to the database
     result = Result("postgres-down", settings=_settings(ctx, **settings))
-    now = _clock()
+    zero, now = _clock()
     with infra.serve_module(
         ctx.project, result.settings, ctx.db_env, keep_log=ctx.log(result.name)
     ) as server:
         probe = Probe(
             server.url(""),
             [("db", ctx.item_path), ("db", ctx.item_path), ("health", "/health")],
-            zero=time.monotonic() - now(),
+            zero=zero,
             timeout_s=DEADLINE_S * 2,
         )
         load = BackgroundWrk(server.url(ctx.item_path), connections=ctx.connections, cpu=WRK_CPU)
@@ -311,7 +314,7 @@ async def redis_down(ctx: Context) -> Result:
     """Kill redis-server under load: limits fail open, the cache serves L1, no 5xx."""
     assert ctx.item_path is not None
     result = Result("redis-down", settings=_settings(ctx, RATE_LIMIT_DEFAULT=UNREACHED_LIMIT))
-    now = _clock()
+    zero, now = _clock()
     with infra.RedisServer() as redis:
         env = {**ctx.db_env, "REDIS_URL": redis.url}
         with infra.serve_module(
@@ -320,7 +323,7 @@ async def redis_down(ctx: Context) -> Result:
             probe = Probe(
                 server.url(""),
                 [("items", ctx.item_path), ("items", ctx.item_path), ("health", "/health")],
-                zero=time.monotonic() - now(),
+                zero=zero,
                 timeout_s=10.0,
             )
             load = BackgroundWrk(
@@ -391,7 +394,7 @@ async def sigterm(ctx: Context) -> Result:
     once /ready says 503. Every request sent before that must succeed."""
     path = _load_path(ctx)
     result = Result("sigterm", settings=_settings(ctx, SHUTDOWN_DELAY_S=f"{ctx.drain_s:g}"))
-    now = _clock()
+    zero, now = _clock()
     ready_statuses: list[tuple[float, int | None]] = []
     with infra.serve_module(
         ctx.project, result.settings, ctx.db_env, keep_log=ctx.log(result.name)
@@ -399,7 +402,7 @@ async def sigterm(ctx: Context) -> Result:
         probe = Probe(
             server.url(""),
             [("load", path), ("load", path), ("load", path)],
-            zero=time.monotonic() - now(),
+            zero=zero,
             timeout_s=30.0,
         )
         load = BackgroundWrk(server.url(path), connections=ctx.connections, cpu=WRK_CPU)
@@ -427,7 +430,7 @@ async def sigterm(ctx: Context) -> Result:
         bound = ctx.drain_s + 45.0
         try:
             code = await asyncio.to_thread(server.process.wait, bound)
-        except Exception:  # subprocess.TimeoutExpired: reported as a failed check below
+        except subprocess.TimeoutExpired:  # reported as a failed check below
             code = -1
         exited_at = now()
         result.events.append((exited_at, f"service exited with {code}"))
@@ -479,7 +482,7 @@ async def worker_kill(ctx: Context) -> Result:
     requests on the killed worker's connections fail."""
     path = _load_path(ctx)
     result = Result("worker-kill", settings=_settings(ctx))
-    now = _clock()
+    zero, now = _clock()
     with infra.serve_module(
         ctx.project, result.settings, ctx.db_env, workers=2, keep_log=ctx.log(result.name)
     ) as server:
@@ -492,7 +495,7 @@ async def worker_kill(ctx: Context) -> Result:
         probe = Probe(
             server.url(""),
             [("load", path), ("load", path), ("load", path), ("load", path)],
-            zero=time.monotonic() - now(),
+            zero=zero,
             timeout_s=10.0,
         )
         load = BackgroundWrk(server.url(path), connections=ctx.connections, cpu=WRK_CPU)
@@ -510,7 +513,12 @@ async def worker_kill(ctx: Context) -> Result:
                 workers = infra.worker_pids(supervisor)
                 if len(workers) == 2 and victim not in workers:
                     replaced_at = now()
-                    result.events.append((replaced_at, f"worker {set(workers) - set(before)} up"))
+                    result.events.append(
+                        (
+                            replaced_at,
+                            f"new worker {', '.join(map(str, set(workers) - set(before)))}",
+                        )
+                    )
                     break
                 await asyncio.sleep(0.05)
             # Let the new worker start and the load settle on both.
