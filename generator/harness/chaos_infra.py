@@ -124,6 +124,11 @@ class RedisServer:
         return f"redis://{svc.HOST}:{self.port}/0"
 
     def __enter__(self) -> RedisServer:
+        self.start()
+        return self
+
+    def start(self) -> None:
+        """Start (or, after `kill()`, restart empty) on this port; returns once it answers."""
         self.process = subprocess.Popen(
             [
                 self.executable,
@@ -140,7 +145,6 @@ class RedisServer:
                 self.kill()
                 raise svc.ServiceError(f"redis-server did not start on port {self.port}")
             time.sleep(0.02)
-        return self
 
     def __exit__(self, *exc_info: object) -> None:
         self.kill()

@@ -49,6 +49,8 @@ STEADY_S = 1.0
 WORKER_REPLACED_S = 10.0
 # A rate limit far above what one wrk client sends: every request goes through Redis.
 UNREACHED_LIMIT = "100000000/minute"
+# A restarted Redis must be in use again within this (the limiter retries it after 2 s).
+REDIS_BACK_S = 10.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,6 +170,17 @@ def _clock() -> tuple[float, Callable[[], float]]:
     """The scenario's clock zero (monotonic) and a reader of seconds since it."""
     zero = time.monotonic()
     return zero, lambda: time.monotonic() - zero
+
+
+async def _poll(ready: Callable[[], bool], timeout_s: float) -> bool:
+    """Poll an outside condition (a process, a server) every 0.1 s until true or timed out."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        if ready():
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        await asyncio.sleep(0.1)
 
 
 def _latencies(samples: list[Sample]) -> list[float]:
@@ -311,7 +324,8 @@ async def postgres_down(ctx: Context) -> Result:
 
 
 async def redis_down(ctx: Context) -> Result:
-    """Kill redis-server under load: limits fail open, the cache serves L1, no 5xx."""
+    """Kill redis-server under load: limits fail open, the cache serves L1, no 5xx; then start
+    it again and see the limits go back to it."""
     assert ctx.item_path is not None
     result = Result("redis-down", settings=_settings(ctx, RATE_LIMIT_DEFAULT=UNREACHED_LIMIT))
     zero, now = _clock()
@@ -340,12 +354,18 @@ async def redis_down(ctx: Context) -> Result:
                 after = await _detailed(server)
                 async with httpx.AsyncClient(timeout=5.0, trust_env=False) as client:
                     ready = (await client.get(server.url("/ready"))).status_code
+                restart_at = now()
+                await asyncio.to_thread(redis.start)  # empty, on the same port
+                result.events.append((now(), "redis-server restarted"))
+                # Back in use once the limiter writes its counters there again.
+                back = await _poll(lambda: redis.key_count() > 0, REDIS_BACK_S)
+                back_s = now() - restart_at if back else float("inf")
                 wrk_result = await load.stop()
             server.check_alive()
     result.samples = probe.samples
 
-    during = [s for s in probe.samples if s.sent_s >= kill_at]
-    items_during = probe.select("items", kill_at)
+    during = [s for s in probe.samples if kill_at <= s.sent_s < restart_at]
+    items_during = probe.select("items", kill_at, restart_at)
     limiter_before, limiter_after = before["rate_limit"], after["rate_limit"]
     cache_before, cache_after = before["cache"], after["cache"]
     result.at_least("redis_keys_before", "keys in Redis before the kill (limits, cache)", keys, 1)
@@ -365,6 +385,13 @@ async def redis_down(ctx: Context) -> Result:
         "rate-limit checks that failed open",
         int(limiter_after["fail_open_total"]) - int(limiter_before["fail_open_total"]),
         1,
+    )
+    result.below(
+        "redis_back_s",
+        "restarted Redis holds the limits again",
+        round(back_s, 3),
+        REDIS_BACK_S,
+        "s",
     )
     result.at_least(
         "l1_hits_during_outage",
