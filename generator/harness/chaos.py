@@ -171,7 +171,8 @@ def _run(
                 item_path = "/items/{item_id}".format(**seed_item(project, db_env))
         console.print(_machine_line(machine))
         # The harness shares wrk's core; pinned only now, so PostgreSQL keeps the default.
-        stack.callback(os.sched_setaffinity, 0, os.sched_getaffinity(0))
+        cpus = tuple(sorted(os.sched_getaffinity(0)))
+        stack.callback(os.sched_setaffinity, 0, cpus)
         os.sched_setaffinity(0, {WRK_CPU})
         for name in names:
             scenario = SCENARIOS[name]
@@ -183,6 +184,7 @@ def _run(
                 outage_s=outage_s,
                 drain_s=drain_s,
                 latency_target_ms=latency_target_ms,
+                cpus=cpus,
                 log_dir=log_dir,
             )
             with console.status(f"{name}: {scenario.description}"):

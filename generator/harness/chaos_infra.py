@@ -14,7 +14,7 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -96,27 +96,39 @@ def postgres_stop(project: svc.Project) -> None:
     )
 
 
-def postgres_start(project: svc.Project) -> None:
-    """Start it again on the same data and socket; returns once it accepts connections."""
+def postgres_start(project: svc.Project, cpus: Iterable[int]) -> None:
+    """Start it again on the same data and socket; returns once it accepts connections.
+
+    On `cpus`: the harness itself is pinned to wrk's core by then, and the server must not
+    inherit that.
+    """
     svc.run_step(
-        [str(project.python), "scripts/devdb.py", "url"],
+        [*_on(cpus), str(project.python), "scripts/devdb.py", "url"],
         cwd=project.root,
         timeout=svc.STEP_TIMEOUT_S,
     )
+
+
+def _on(cpus: Iterable[int]) -> list[str]:
+    """A command prefix running it on `cpus` (none: wherever the caller runs)."""
+    chosen = ",".join(map(str, cpus))
+    return ["taskset", "-c", chosen] if chosen else []
 
 
 # --- redis-server ----------------------------------------------------------------------------
 
 
 class RedisServer:
-    """A redis-server of the harness's own on a free loopback port, nothing persisted."""
+    """A redis-server of the harness's own on a free loopback port, nothing persisted; on
+    `cpus`, not on the core the harness pinned itself to."""
 
-    def __init__(self) -> None:
+    def __init__(self, cpus: Iterable[int] = ()) -> None:
         executable = shutil.which("redis-server")
         if executable is None:
             raise svc.ServiceError(f"redis-server not found; install it: {REDIS_INSTALL_HINT}")
         self.executable = executable
         self.port = svc.free_port()
+        self.cpus = tuple(cpus)
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -131,6 +143,7 @@ class RedisServer:
         """Start (or, after `kill()`, restart empty) on this port; returns once it answers."""
         self.process = subprocess.Popen(
             [
+                *_on(self.cpus),
                 self.executable,
                 *("--bind", svc.HOST, "--port", str(self.port)),
                 *("--save", "", "--appendonly", "no", "--loglevel", "warning"),

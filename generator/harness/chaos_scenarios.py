@@ -78,6 +78,8 @@ class Context:
     # Issue 8's bound on answers while Postgres is down (503s, /health); lower it only as a
     # tripwire on a machine too busy to hold it.
     latency_target_ms: float = DOWN_503_MS
+    # The CPUs the harness could use before it pinned itself (a restarted database gets them).
+    cpus: tuple[int, ...] = ()
     # Where each scenario's server output is kept (`<dir>/<scenario>.log`), if anywhere.
     log_dir: Path | None = None
 
@@ -231,7 +233,7 @@ async def postgres_down(ctx: Context) -> Result:
             await asyncio.sleep(max(ctx.outage_s - (now() - down_at), 0.0))
             restart_at = now()
             result.events.append((restart_at, "postgres starting"))
-            await asyncio.to_thread(infra.postgres_start, ctx.project)
+            await asyncio.to_thread(infra.postgres_start, ctx.project, ctx.cpus)
             up_at = now()
             result.events.append((up_at, "postgres up"))
             while now() < up_at + RECOVERY_WATCH_S:
@@ -329,7 +331,7 @@ async def redis_down(ctx: Context) -> Result:
     assert ctx.item_path is not None
     result = Result("redis-down", settings=_settings(ctx, RATE_LIMIT_DEFAULT=UNREACHED_LIMIT))
     zero, now = _clock()
-    with infra.RedisServer() as redis:
+    with infra.RedisServer(ctx.cpus) as redis:
         env = {**ctx.db_env, "REDIS_URL": redis.url}
         with infra.serve_module(
             ctx.project, result.settings, env, keep_log=ctx.log(result.name)
