@@ -247,6 +247,57 @@ def loadtest(
 
 
 @app.command()
+def chaos(
+    dest: Annotated[Path, typer.Argument(help="The generated service to break (as for loadtest).")],
+    scenario: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Fault to inject (repeatable): postgres-down, redis-down, sigterm, worker-kill."
+        ),
+    ] = None,
+    all_scenarios: Annotated[
+        bool, typer.Option("--all", help="Run every scenario, in the order above.")
+    ] = False,
+    outage: Annotated[
+        float,
+        typer.Option(help="Seconds Postgres (postgres-down) or Redis (redis-down) stay down."),
+    ] = 10.0,
+    drain: Annotated[
+        float, typer.Option(help="sigterm: the service's SHUTDOWN_DELAY_S, readiness 503 first.")
+    ] = 2.0,
+    connections: Annotated[int, typer.Option(min=1, help="wrk's concurrent connections.")] = 16,
+    latency_target: Annotated[
+        float,
+        typer.Option(
+            help="postgres-down: p99 bound in ms for 503s and /health while down (issue 8: 50); "
+            "raise it only as a tripwire on a machine too busy to hold it."
+        ),
+    ] = 50.0,
+    json_path: Annotated[
+        Path | None,
+        typer.Option("--json", help="Also write the figures as JSON here (server logs beside)."),
+    ] = None,
+) -> None:
+    """Break DEST's dependencies under wrk load; exit 1 when a target of issue 8 is missed."""
+    from generator.harness.chaos import run_chaos
+    from generator.harness.chaos_scenarios import SCENARIOS
+
+    chosen = list(SCENARIOS) if all_scenarios else (scenario or [])
+    code = run_chaos(
+        dest,
+        chosen,
+        outage_s=outage,
+        drain_s=drain,
+        connections=connections,
+        json_path=json_path,
+        console=out,
+        latency_target_ms=latency_target,
+    )
+    if code:
+        raise typer.Exit(code)
+
+
+@app.command()
 def matrix(
     dest: Annotated[
         Path, typer.Option(help="Directory the answer sets are rendered into, one each.")
