@@ -20,12 +20,10 @@ Clock: `time.perf_counter()` for acquire waits; deadlines are `time.monotonic()`
 from __future__ import annotations
 
 import asyncio
-import bisect
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import AbstractAsyncContextManager, nullcontext
-from dataclasses import dataclass, field
 from types import TracebackType
 from typing import TypeVar
 
@@ -35,6 +33,7 @@ from fastapi import Request
 from fastapi.responses import JSONResponse
 
 from .. import deadline
+from ..observability.stats import Family, Histogram
 from ..settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -43,11 +42,13 @@ T = TypeVar("T")
 Connection = asyncpg.pool.PoolConnectionProxy
 
 CHECK_TIMEOUT_S = 1.0
-# Upper bounds of the acquire-wait histogram, in seconds (a scrape-time collector exports it).
+# Upper bounds of the acquire-wait histogram, in seconds.
 WAIT_BUCKETS_S = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
 # Errors after which the connection (or the server) is gone, not the query wrong: a restart
-# (AdminShutdown, CannotConnectNow while it starts), a refused socket, a full server.
+# (AdminShutdown, CannotConnectNow while it starts), a refused socket, a full server, and the
+# driver's protocol-state error when the server cuts a connection mid-use during a fast shutdown
+# (InternalClientError; found by `bulwark chaos --scenario postgres-down`).
 CONNECTION_ERRORS: tuple[type[Exception], ...] = (
     OSError,
     asyncpg.PostgresConnectionError,
@@ -55,6 +56,7 @@ CONNECTION_ERRORS: tuple[type[Exception], ...] = (
     asyncpg.CrashShutdownError,
     asyncpg.CannotConnectNowError,
     asyncpg.TooManyConnectionsError,
+    asyncpg.InternalClientError,
 )
 
 
@@ -74,24 +76,26 @@ class QueryTimeout(Exception):
     """The query ran past its statement timeout or the request's deadline (504)."""
 
 
-@dataclass
 class AcquireStats:
-    """Acquire waits in plain numbers: cheap on the hot path, read at scrape time."""
+    """Acquire waits in plain numbers: cheap on the hot path, exported at scrape time."""
 
-    acquires: int = 0
-    waiting: int = 0
-    exhausted: int = 0
-    retries: int = 0
-    wait_total_s: float = 0.0
-    wait_max_s: float = 0.0
-    # Per-bucket counts for WAIT_BUCKETS_S, plus one for waits above the last bound.
-    wait_buckets: list[int] = field(default_factory=lambda: [0] * (len(WAIT_BUCKETS_S) + 1))
+    __slots__ = ("exhausted", "retries", "wait_max_s", "waiting", "waits")
+
+    def __init__(self) -> None:
+        self.waiting = 0
+        self.exhausted = 0
+        self.retries = 0
+        self.wait_max_s = 0.0
+        self.waits = Histogram(WAIT_BUCKETS_S)
+
+    @property
+    def acquires(self) -> int:
+        return self.waits.count
 
     def record(self, waited_s: float) -> None:
-        self.acquires += 1
-        self.wait_total_s += waited_s
-        self.wait_max_s = max(self.wait_max_s, waited_s)
-        self.wait_buckets[bisect.bisect_left(WAIT_BUCKETS_S, waited_s)] += 1
+        self.waits.observe(waited_s)
+        if waited_s > self.wait_max_s:
+            self.wait_max_s = waited_s
 
 
 class PostgresPool:
@@ -108,11 +112,15 @@ class PostgresPool:
         self._settings = settings
         self._pool: asyncpg.Pool | None = None
         self.stats = AcquireStats()
+        # Acquires in progress or holding a connection, all through `acquire()` (see checkout).
+        self._claims = 0
         # Wraps each acquire, e.g. a circuit breaker's guard (resilience/db_breaker.py).
         self._acquire_guard = acquire_guard
 
     @property
     def pool(self) -> asyncpg.Pool:
+        """The asyncpg pool, for what `acquire()` does not cover (e.g. COPY). Take connections
+        through `acquire()`: its waits are bounded only when it sees every claim (checkout)."""
         if self._pool is None:
             raise RuntimeError("the PostgreSQL pool is used before the lifespan started it")
         return self._pool
@@ -125,7 +133,7 @@ class PostgresPool:
             max_size=settings.pool_max_size,
             max_queries=settings.pool_max_queries,
             max_inactive_connection_lifetime=settings.pool_max_inactive_connection_lifetime_s,
-            command_timeout=settings.pool_command_timeout_s,
+            command_timeout=settings.pool_command_timeout_s or None,
             # Bounds opening a connection (asyncpg's default is 60 s).
             timeout=settings.pool_acquire_timeout_s,
             statement_cache_size=settings.statement_cache_size,
@@ -174,8 +182,51 @@ class PostgresPool:
             "exhausted": stats.exhausted,
             "retries": stats.retries,
             "acquire_wait_max_ms": round(stats.wait_max_s * 1000, 3),
-            "acquire_wait_avg_ms": round(stats.wait_total_s * 1000 / (stats.acquires or 1), 3),
+            "acquire_wait_avg_ms": round(stats.waits.total * 1000 / (stats.acquires or 1), 3),
         }
+
+    def families(self) -> Iterator[Family]:
+        """Pool occupancy and acquire waits for `/metrics` (read at scrape time)."""
+        stats = self.stats
+        pool = self._pool
+        size = pool.get_size() if pool is not None else 0
+        idle = pool.get_idle_size() if pool is not None else 0
+        max_size = self._settings.pool_max_size
+        yield Family(
+            "gauge",
+            "db_pool_connections",
+            "PostgreSQL pool connections by state (idle, in_use) and the pool's bound (max).",
+            ("state",),
+            [(("idle",), idle), (("in_use",), size - idle), (("max",), max_size)],
+        )
+        yield Family(
+            "gauge",
+            "db_pool_waiting",
+            "Requests waiting for a connection now.",
+            (),
+            [((), stats.waiting)],
+        )
+        yield Family(
+            "histogram",
+            "db_pool_acquire_wait_seconds",
+            "Time to get a connection from the pool.",
+            (),
+            [((), stats.waits)],
+        )
+        yield Family(
+            "counter",
+            "db_pool_exhausted_total",
+            "Acquires that found no connection within the acquire timeout (answered 503).",
+            (),
+            [((), stats.exhausted)],
+        )
+        yield Family(
+            "counter",
+            "db_read_retries_total",
+            "Idempotent reads retried after a connection-level error.",
+            (),
+            [((), stats.retries)],
+        )
 
     def acquire(self) -> Acquisition:
         """`async with pool.acquire() as connection`: a connection within the acquire timeout;
@@ -191,16 +242,26 @@ class PostgresPool:
         wait_s = settings.pool_acquire_timeout_s
         if remaining is not None:
             wait_s = min(wait_s, remaining)
+        # Fewer claims than max_size means no one waits and a connection is free (or is opened,
+        # bounded by the connect timeout), so only a possible wait gets a timer: asyncio's costs
+        # ~3% of a whole GET /items/{id} here. Holds while every acquire goes through here.
+        bound_s = None if self._claims < settings.pool_max_size else wait_s
+        self._claims += 1
         started = time.perf_counter()
         stats.waiting += 1
         try:
             async with self._acquire_guard():
-                connection: Connection = await pool.acquire(timeout=wait_s)
-        except TimeoutError:
-            stats.exhausted += 1
-            raise PoolExhausted("no database connection free within the acquire timeout") from None
-        except CONNECTION_ERRORS as exc:
-            raise ConnectionFailed(f"cannot connect to the database: {exc!r}") from exc
+                connection: Connection = await pool.acquire(timeout=bound_s)
+        except BaseException as exc:
+            self._claims -= 1
+            if isinstance(exc, TimeoutError):
+                stats.exhausted += 1
+                raise PoolExhausted(
+                    "no database connection free within the acquire timeout"
+                ) from None
+            if isinstance(exc, CONNECTION_ERRORS):
+                raise ConnectionFailed(f"cannot connect to the database: {exc!r}") from exc
+            raise
         finally:
             stats.waiting -= 1
         stats.record(time.perf_counter() - started)
@@ -209,9 +270,24 @@ class PostgresPool:
                 # An int formatted by us: SET takes no bind parameters.
                 await connection.execute(f"SET statement_timeout = {max(int(remaining * 1000), 1)}")
             except BaseException as exc:
-                await pool.release(connection)
-                raise _translated(exc) from exc
+                await self.give_back(pool, connection)
+                translated = _translated(exc)
+                if translated is exc:
+                    raise
+                raise translated from exc
         return connection
+
+    async def give_back(self, pool: asyncpg.Pool, connection: Connection) -> None:
+        """Return a connection `checkout` gave; never raises an error of its own."""
+        try:
+            # asyncpg shields the release from cancellation.
+            await pool.release(connection)
+        except Exception:
+            # The reset failed (the server went away): asyncpg has already terminated the
+            # connection and the pool opens a new one; the request's own outcome stands.
+            logger.debug("releasing a database connection failed", exc_info=True)
+        finally:
+            self._claims -= 1
 
     async def read(self, query: Callable[[Connection], Awaitable[T]]) -> T:
         """Run an idempotent read; after a connection-level error, once more on a fresh one."""
@@ -277,8 +353,7 @@ class Acquisition:
     ) -> None:
         connection, self._connection = self._connection, None
         if connection is not None and self._pool is not None:
-            # asyncpg shields the release from cancellation.
-            await self._pool.release(connection)
+            await self._postgres.give_back(self._pool, connection)
         if exc is not None:
             translated = _translated(exc)
             if translated is not exc:
