@@ -1,7 +1,8 @@
 """`bulwark loadtest`: a generated service against bare FastAPI under wrk (DESIGN.md §8).
 
-Per scenario the baseline runs first, then the service, never both at once: the server on
-core 0, wrk on core 1, a discarded warm-up, then RUNS measured runs of the same length.
+Per scenario both servers are up at once on core 0 and wrk (core 1) drives them in turn: a
+discarded warm-up each, then RUNS measured runs of the same length, alternating baseline and
+service so the machine's drift falls on both alike. Only one is under load at any moment.
 """
 
 from __future__ import annotations
@@ -329,17 +330,9 @@ def _measure(
                 **extra_env,
                 **{project.env_prefix + name: value for name, value in scenario.service_settings},
             }
-            sides = {}
-            for side in ("baseline", "service"):
-                tasks = _add_tasks(progress, scenario, side, seconds)
-                workers = scenario.workers
-                server = (
-                    svc.baseline(project, scenario.baseline_app, extra_env, workers=workers)
-                    if side == "baseline"
-                    else svc.service(project, service_env, workers=workers)
-                )
-                with server as running, _entry(project, running, scenario) as target:
-                    sides[side] = _drive(target, scenario, tasks, progress, connections)
+            sides = _measure_interleaved(
+                project, scenario, extra_env, service_env, seconds, connections, progress
+            )
             if sides["baseline"].median.rps == 0:
                 raise svc.ServiceError(f"{scenario.name}: the baseline completed no request")
             outcomes.append(Outcome(scenario, sides["baseline"], sides["service"]))
@@ -419,29 +412,64 @@ def _add_tasks(
     ]
 
 
-def _drive(
+def _measure_interleaved(
+    project: svc.Project,
+    scenario: Scenario,
+    extra_env: Mapping[str, str],
+    service_env: Mapping[str, str],
+    seconds: int,
+    connections: int,
+    progress: Progress,
+) -> dict[str, Side]:
+    """Both servers up at once, their runs alternated (baseline, service, baseline, ...).
+
+    This machine's speed drifts by tens of percent over minutes; measured one side after the
+    other, that drift lands in the ratio. Alternating puts both sides in the same moments, and
+    the idle side costs the measured one nothing (both are pinned to the server core).
+    """
+    sides = ("baseline", "service")
+    tasks = {side: _add_tasks(progress, scenario, side, seconds) for side in sides}
+    results: dict[str, list[wrk.WrkResult]] = {side: [] for side in sides}
+    with ExitStack() as servers:
+        targets = {}
+        for side in sides:
+            server = (
+                svc.baseline(project, scenario.baseline_app, extra_env, workers=scenario.workers)
+                if side == "baseline"
+                else svc.service(project, service_env, workers=scenario.workers)
+            )
+            running = servers.enter_context(server)
+            targets[side] = servers.enter_context(_entry(project, running, scenario))
+        for index in range(RUNS + 1):  # the warm-up first, discarded
+            for side in sides:
+                task, length = tasks[side][index]
+                results[side].append(
+                    _run(targets[side], scenario, task, length, progress, connections)
+                )
+    return {side: Side(runs=tuple(results[side][1:])) for side in sides}
+
+
+def _run(
     server: svc.RunningServer | nginx.Proxied,
     scenario: Scenario,
-    tasks: Sequence[tuple[TaskID, int]],
+    task: TaskID,
+    length: int,
     progress: Progress,
     connections: int,
-) -> Side:
-    """Warm up, then the measured runs; the server must still be alive after each."""
-    results = []
-    for task, length in tasks:
-        progress.start_task(task)
-        result = wrk.run_wrk(
-            server.url(scenario.path),
-            duration_s=length,
-            connections=connections,
-            cpu=WRK_CPU,
-            tick=_ticker(progress, task),
-        )
-        server.check_alive()
-        figure = f"{result.rps:,.0f} rps" + (f", {result.errors} errors" if result.errors else "")
-        progress.update(task, completed=length, figure=figure)
-        results.append(result)
-    return Side(runs=tuple(results[1:]))
+) -> wrk.WrkResult:
+    """One wrk run; the server must still be alive after it."""
+    progress.start_task(task)
+    result = wrk.run_wrk(
+        server.url(scenario.path),
+        duration_s=length,
+        connections=connections,
+        cpu=WRK_CPU,
+        tick=_ticker(progress, task),
+    )
+    server.check_alive()
+    figure = f"{result.rps:,.0f} rps" + (f", {result.errors} errors" if result.errors else "")
+    progress.update(task, completed=length, figure=figure)
+    return result
 
 
 def _ticker(progress: Progress, task: TaskID) -> Callable[[float], None]:
