@@ -32,11 +32,11 @@ from generator.harness.chaos_scenarios import (
 )
 from generator.harness.db_scenarios import seed_item
 from generator.harness.loadtest import (
-    _TASKSET_INSTALL_HINT,
     _UV_INSTALL_HINT,
     UsageError,
     _machine,
     _machine_line,
+    load_for_load_test,
 )
 
 
@@ -116,19 +116,10 @@ def _check_usage(
         raise UsageError("--outage and --drain must be positive")
     if connections < 1:
         raise UsageError(f"connections must be at least 1, got {connections}")
-    tools = [("wrk", wrk.INSTALL_HINT), ("taskset", _TASKSET_INSTALL_HINT)]
-    if any(SCENARIOS[name].needs_redis for name in scenarios):
-        tools.append(("redis-server", chaos_infra.REDIS_INSTALL_HINT))
-    for tool, hint in tools:
-        if shutil.which(tool) is None:
-            raise UsageError(f"{tool} not found; install it with: {hint}")
-    cpus = {svc.SERVER_CPU, WRK_CPU}
-    if not cpus <= os.sched_getaffinity(0):
-        raise UsageError(f"needs CPUs {sorted(cpus)} to pin the server and wrk apart")
-    try:
-        project = svc.Project.load(dest)
-    except svc.NotAProjectError as exc:
-        raise UsageError(str(exc)) from exc
+    needs_redis = any(SCENARIOS[name].needs_redis for name in scenarios)
+    project = load_for_load_test(
+        dest, [("redis-server", chaos_infra.REDIS_INSTALL_HINT)] if needs_redis else []
+    )
     for name in dict.fromkeys(scenarios):
         scenario = SCENARIOS[name]
         missing = [f for f in scenario.features if f not in project.features]

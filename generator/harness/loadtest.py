@@ -222,6 +222,23 @@ def run_loadtest(
     return 0
 
 
+def load_for_load_test(dest: Path, extra_tools: Sequence[tuple[str, str]] = ()) -> svc.Project:
+    """The rendered project at DEST, once the machine can load it: wrk, taskset and
+    `extra_tools` ((name, install hint) pairs) installed, and the two CPUs that pin the server
+    and wrk apart available. A `UsageError` names what is missing."""
+    tools = [("wrk", wrk.INSTALL_HINT), ("taskset", _TASKSET_INSTALL_HINT), *extra_tools]
+    for tool, hint in tools:
+        if shutil.which(tool) is None:
+            raise UsageError(f"{tool} not found; install it with: {hint}")
+    cpus = {svc.SERVER_CPU, WRK_CPU}
+    if not cpus <= os.sched_getaffinity(0):
+        raise UsageError(f"needs CPUs {sorted(cpus)} to pin the server and wrk apart")
+    try:
+        return svc.Project.load(dest)
+    except svc.NotAProjectError as exc:
+        raise UsageError(str(exc)) from exc
+
+
 def _check_usage(
     dest: Path, scenarios: Sequence[str], duration: float, connections: int, *, skip: bool = False
 ) -> tuple[svc.Project, int]:
@@ -238,16 +255,7 @@ def _check_usage(
         raise UsageError(f"duration must be at least 1 s, got {duration}")
     if connections < 1:
         raise UsageError(f"connections must be at least 1, got {connections}")
-    for tool, hint in (("wrk", wrk.INSTALL_HINT), ("taskset", _TASKSET_INSTALL_HINT)):
-        if shutil.which(tool) is None:
-            raise UsageError(f"{tool} not found; install it with: {hint}")
-    cpus = {svc.SERVER_CPU, WRK_CPU}
-    if not cpus <= os.sched_getaffinity(0):
-        raise UsageError(f"needs CPUs {sorted(cpus)} to pin the server and wrk apart")
-    try:
-        project = svc.Project.load(dest)
-    except svc.NotAProjectError as exc:
-        raise UsageError(str(exc)) from exc
+    project = load_for_load_test(dest)
     if not skip:
         unavailable = runnable_scenarios(project, scenarios)[1]
         if unavailable:
