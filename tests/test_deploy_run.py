@@ -187,28 +187,15 @@ def test_recycled_workers_lose_at_most_a_racing_request_each(
     }
     log = project.root / "recycle.log"
     command = ["taskset", "-c", str(SERVER_CPU), str(project.python), "-m", "orders_api"]
-    with bench_lock(), log.open("ab") as log_file:
-        process = subprocess.Popen(
-            command,
-            cwd=project.root,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        server = svc.RunningServer(name="service", port=port, process=process, log=log)
-        try:
-            svc.wait_ready(server)
-            first = set(wait_for_workers(process.pid, 2))
-            with nginx.front(project.root, server, cpu=SERVER_CPU) as proxied:
-                result = wrk.run_wrk(
-                    proxied.url("/health"), duration_s=6, connections=16, cpu=WRK_CPU
-                )
-                proxied.check_alive()
-            last = set(wait_for_workers(process.pid, 2))
-        finally:
-            svc.stop_process(process)
+    with (
+        bench_lock(),
+        svc.spawn("service", command, port=port, log=log, cwd=project.root, env=env) as server,
+    ):
+        first = set(wait_for_workers(server.process.pid, 2))
+        with nginx.front(project.root, server, cpu=SERVER_CPU) as proxied:
+            result = wrk.run_wrk(proxied.url("/health"), duration_s=6, connections=16, cpu=WRK_CPU)
+            proxied.check_alive()
+        last = set(wait_for_workers(server.process.pid, 2))
 
     recycles = log.read_text(errors="replace").count("Maximum request limit of")
     print(f"recycling: {recycles} recycles, {result}")

@@ -63,22 +63,12 @@ def serve_module(
             project.package_name,
         ]
         log = Path(tmp) / "server.log"
-        with log.open("ab") as log_file:
-            process = subprocess.Popen(
-                command,
-                cwd=project.root,
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=log_file,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        server = svc.RunningServer(name="service", port=port, process=process, log=log)
         try:
-            svc.wait_ready(server)
-            yield server
+            with svc.spawn(
+                "service", command, port=port, log=log, cwd=project.root, env=env
+            ) as server:
+                yield server
         finally:
-            svc.stop_process(process)
             if keep_log is not None:
                 keep_log.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copyfile(log, keep_log)

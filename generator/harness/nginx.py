@@ -130,20 +130,8 @@ def proxy(root: Path, *, upstream_port: int, cpu: int) -> Iterator[svc.RunningSe
         check(config, prefix)
         log = prefix / "nginx.log"
         command = ["taskset", "-c", str(cpu), nginx, "-p", tmp, "-c", str(config)]
-        with log.open("ab") as log_file:
-            process = subprocess.Popen(
-                [*command, "-g", "daemon off;"],
-                stdin=subprocess.DEVNULL,
-                stdout=log_file,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        running = svc.RunningServer(name="nginx", port=port, process=process, log=log)
-        try:
-            svc.wait_ready(running)
+        with svc.spawn("nginx", [*command, "-g", "daemon off;"], port=port, log=log) as running:
             yield running
-        finally:
-            svc.stop_process(process)
 
 
 @contextmanager

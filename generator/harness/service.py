@@ -220,26 +220,45 @@ def serve(
         *UVICORN_FLAGS,
         *(["--workers", str(workers)] if workers > 1 else []),
     ]
-    with tempfile.TemporaryDirectory(prefix=f"bulwark-{name}-") as tmp:
-        log = Path(tmp) / "server.log"
-        with log.open("ab") as log_file:
-            # Own session: a terminal's Ctrl-C reaches the harness, which then stops the server
-            # in order, instead of racing it.
-            process = subprocess.Popen(
-                command,
-                cwd=project.root,
-                env=dict(env),
-                stdin=subprocess.DEVNULL,
-                stdout=log_file,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        server = RunningServer(name=name, port=port, process=process, log=log)
-        try:
-            wait_ready(server)
-            yield server
-        finally:
-            stop_process(process)
+    with (
+        tempfile.TemporaryDirectory(prefix=f"bulwark-{name}-") as tmp,
+        spawn(
+            name, command, port=port, log=Path(tmp) / "server.log", cwd=project.root, env=env
+        ) as server,
+    ):
+        yield server
+
+
+@contextmanager
+def spawn(
+    name: str,
+    command: Sequence[str],
+    *,
+    port: int,
+    log: Path,
+    cwd: Path | None = None,
+    env: Mapping[str, str] | None = None,
+) -> Iterator[RunningServer]:
+    """Start `command` (a server that will answer on `port`) with its output in `log`, wait
+    until it is ready, and stop it, whatever spawned, when the block exits."""
+    with log.open("ab") as log_file:
+        # Own session: a terminal's Ctrl-C reaches the harness, which then stops the server
+        # in order, instead of racing it.
+        process = subprocess.Popen(
+            list(command),
+            cwd=cwd,
+            env=None if env is None else dict(env),
+            stdin=subprocess.DEVNULL,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    server = RunningServer(name=name, port=port, process=process, log=log)
+    try:
+        wait_ready(server)
+        yield server
+    finally:
+        stop_process(process)
 
 
 def free_port() -> int:
