@@ -64,27 +64,25 @@ class Guard(Protocol):
 class Timer(Protocol):
     """Bounds the app call with the request deadline (resilience/timeout.py)."""
 
-    def start(self) -> object:
-        """Arm the deadline for the current task; returns the handle to pass to `stop`."""
+    def start(self, context: RequestContext) -> None:
+        """Arm the request's deadline (`context.deadline`) for the current task."""
         ...
 
-    def stop(self, handle: object) -> bool:
+    def stop(self, context: RequestContext) -> bool:
         """Disarm right after the app call; True when the deadline cancelled the call."""
         ...
 
 
 TIMEOUT_REJECTION = Rejection(504, "request timed out")
-# Probes and scrapes: guards never refuse or count them (a shed /ready would pull a healthy
-# replica out of rotation under load).
+# Probes and scrapes: guards never see them, so never refuse or count them (a shed /ready
+# would pull a healthy replica out of rotation under load).
 PROBE_PATHS = frozenset({"/health", "/ready", "/health/detailed", "/metrics"})
 
 
 class HeaderSource(Protocol):
     """Adds headers to each response as it starts; must not block and must not raise."""
 
-    def add_headers(
-        self, headers: list[tuple[bytes, bytes]], context: RequestContext, started_at: float
-    ) -> None: ...
+    def add_headers(self, headers: list[tuple[bytes, bytes]], context: RequestContext) -> None: ...
 
 
 def route_template(scope: Scope) -> str:
@@ -119,8 +117,8 @@ class Gate:
             await self.app(scope, receive, send)
             return
 
-        started_at = time.perf_counter()
-        context = self.request_ids.assign(scope)
+        started_at = time.monotonic()
+        context = self.request_ids.assign(scope, started_at)
         request_id = context.request_id
         id_header = (REQUEST_ID_HEADER, request_id.encode("ascii"))
         header_sources = self.header_sources
@@ -133,29 +131,30 @@ class Gate:
                 # A copy: a response object may be reused across requests.
                 headers = [*message.get("headers", ()), id_header]
                 for source in header_sources:
-                    source.add_headers(headers, context, started_at)
+                    source.add_headers(headers, context)
                 message["headers"] = headers
             await send(message)
 
+        guards = () if scope["path"] in PROBE_PATHS else self.guards
         admitted = 0
         try:
-            for guard in self.guards:
+            for guard in guards:
                 rejection = await guard.admit(scope)
                 if rejection is not None:
                     status = rejection.status
                     await rejection.send(send_with_headers)
                     return
                 admitted += 1
-            timer, handle, expired = self.timer, None, False
+            timer, expired = self.timer, False
             try:
                 if timer is not None:
-                    handle = timer.start()
+                    timer.start(context)
                 try:
                     await self.app(scope, receive, send_with_headers)
                 finally:
                     # Disarmed before any other await, so the deadline can only hit the app.
                     if timer is not None:
-                        expired = timer.stop(handle)
+                        expired = timer.stop(context)
             except asyncio.CancelledError:
                 if not expired:
                     raise  # not our deadline: shutdown or the server's own cancellation
@@ -173,9 +172,9 @@ class Gate:
             status = 500
             await _send_internal_error(send, request_id, id_header)
         finally:
-            for guard in self.guards[:admitted]:
+            for guard in guards[:admitted]:
                 guard.release(scope)
-            duration_s = time.perf_counter() - started_at
+            duration_s = time.monotonic() - started_at
             self.request_ids.release()
             if self.observers:
                 route = route_template(scope)

@@ -23,11 +23,15 @@ _WELL_FORMED = re.compile(rb"[A-Za-z0-9._:\-]{1,128}")
 class RequestContext:
     """One request as seen by the service's concerns; lives as long as the request."""
 
-    __slots__ = ("blocking_count", "blocking_s", "request_id", "scope")
+    __slots__ = ("blocking_count", "blocking_s", "deadline", "request_id", "scope", "started_at")
 
-    def __init__(self, request_id: str, scope: Scope) -> None:
+    def __init__(self, request_id: str, scope: Scope, started_at: float) -> None:
         self.request_id = request_id
         self.scope = scope
+        # `time.monotonic()` at arrival; the deadline, when the timeout layer sets one, is on
+        # the same clock (deadline.py reads it).
+        self.started_at = started_at
+        self.deadline: float | None = None
         # Stalls of the event loop blamed on this request (written by the loop monitor).
         self.blocking_count = 0
         self.blocking_s = 0.0
@@ -51,7 +55,7 @@ class RequestIds:
         # A plain int: read at scrape time by the metrics collector, never locked (DESIGN.md §3).
         self.in_flight = 0
 
-    def assign(self, scope: Scope) -> RequestContext:
+    def assign(self, scope: Scope, started_at: float) -> RequestContext:
         """Adopt the caller's id when it is well formed, mint one otherwise; bind it to the task.
 
         Unbounded or odd client ids would end up in every log line, so they are replaced.
@@ -63,7 +67,7 @@ class RequestIds:
                 break
         else:
             request_id = f"{self._prefix}-{next(self._counter):x}"
-        context = RequestContext(request_id, scope)
+        context = RequestContext(request_id, scope, started_at)
         # No reset: every request runs in its own task, with its own copy of the context.
         CURRENT.set(context)
         self.in_flight += 1
