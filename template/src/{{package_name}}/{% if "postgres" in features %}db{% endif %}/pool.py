@@ -7,7 +7,11 @@ Contract:
 - `statement_timeout` is set per connection in the startup packet, below the request timeout,
   so the server abandons a query nobody waits for any more. When the request's deadline
   (`deadline.remaining()`) is sooner, the acquired connection gets that shorter timeout for this
-  use only; asyncpg's `RESET ALL` on release restores the default.
+  use only; the release restores the default.
+- Release (`pool_reset`): "transaction" (default) rolls back an open transaction and restores
+  what this module changed, with no round trip otherwise; asyncpg's own reset query costs one
+  more round trip a request. "full" runs it, for code that leaves session state (SET, LISTEN,
+  advisory locks, held cursors) on a pooled connection.
 - Errors inside `acquire()` come out as `QueryTimeout` (504) or `ConnectionFailed` (503); the
   connection always goes back to the pool (asyncpg shields the release from cancellation).
 - `read()` runs an idempotent read and retries it once, on a fresh connection, after a
@@ -116,6 +120,8 @@ class PostgresPool:
         self._claims = 0
         # Wraps each acquire, e.g. a circuit breaker's guard (resilience/db_breaker.py).
         self._acquire_guard = acquire_guard
+        # Backend pids of checked-out connections whose statement_timeout was shortened.
+        self._shortened: set[int] = set()
 
     @property
     def pool(self) -> asyncpg.Pool:
@@ -137,6 +143,7 @@ class PostgresPool:
             # Bounds opening a connection (asyncpg's default is 60 s).
             timeout=settings.pool_acquire_timeout_s,
             statement_cache_size=settings.statement_cache_size,
+            reset=self._restore if settings.pool_reset == "transaction" else None,
             # Sent in the startup packet: no extra round trip per new connection, and it is the
             # value `RESET ALL` returns to when a connection goes back to the pool.
             server_settings={
@@ -144,6 +151,15 @@ class PostgresPool:
                 "application_name": settings.service_name,
             },
         )
+
+    async def _restore(self, connection: asyncpg.Connection) -> None:
+        """The "transaction" reset: asyncpg has rolled back an open transaction already; undo
+        the shortened statement_timeout, the only session setting this module changes."""
+        pid = connection.get_server_pid()
+        if pid in self._shortened:
+            self._shortened.discard(pid)
+            # RESET returns to the startup packet's value (server_settings above).
+            await connection.execute("RESET statement_timeout")
 
     async def stop(self) -> None:
         if self._pool is None:
@@ -268,6 +284,7 @@ class PostgresPool:
         if remaining is not None and remaining * 1000 < settings.statement_timeout_ms:
             try:
                 # An int formatted by us: SET takes no bind parameters.
+                self._shortened.add(connection.get_server_pid())
                 await connection.execute(f"SET statement_timeout = {max(int(remaining * 1000), 1)}")
             except BaseException as exc:
                 await self.give_back(pool, connection)
