@@ -10,6 +10,7 @@ replica out of the load balancer; the breaker state is in details() instead.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterable
 from typing import Any
 
@@ -51,7 +52,10 @@ class PaymentsClient:
         )
 
     async def start(self) -> None:
-        self._client = httpx.AsyncClient(
+        # In a thread: making the client loads the CA bundle into an SSL context, ~200 ms of
+        # blocking work that stalled the loop and every resource starting beside it.
+        self._client = await asyncio.to_thread(
+            httpx.AsyncClient,
             base_url=self._base_url,
             timeout=self._timeout_s,
             transport=self._transport,
