@@ -25,6 +25,7 @@ from rich.console import Console
 
 from generator.harness import nginx, wrk
 from generator.harness import service as svc
+from generator.harness.chaos_infra import established_connections
 from generator.harness.loadtest import run_loadtest
 
 pytestmark = [
@@ -93,27 +94,6 @@ def wait_for_workers(master: int, count: int, timeout_s: float = 20.0) -> list[i
     raise AssertionError(f"uvicorn {master} has workers {workers_of(master)}, expected {count}")
 
 
-def connections_on(pid: int, port: int) -> int:
-    """Established TCP connections `pid` holds on local `port`: at most one request in flight
-    each, so this bounds the requests a kill of `pid` can lose."""
-    inodes = set()
-    for fd in Path(f"/proc/{pid}/fd").iterdir():
-        try:
-            target = os.readlink(fd)
-        except OSError:
-            continue
-        if target.startswith("socket:["):
-            inodes.add(target[len("socket:[") : -1])
-    count = 0
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        for line in Path(table).read_text().splitlines()[1:]:
-            fields = line.split()
-            local_port = int(fields[1].rsplit(":", 1)[1], 16)
-            if local_port == port and fields[3] == "01" and fields[9] in inodes:
-                count += 1
-    return count
-
-
 def test_project_manifests_check_passes(project: svc.Project) -> None:
     environment = {k: v for k, v in os.environ.items() if not k.startswith(("MAKE", "MFLAGS"))}
     environment.pop("VIRTUAL_ENV", None)
@@ -146,7 +126,7 @@ def test_killing_a_worker_under_load_loses_only_its_in_flight_requests(
 
         def kill_once(elapsed: float) -> None:
             if elapsed >= 2.0 and not killed:
-                killed["in_flight_bound"] = connections_on(victim, server.port)
+                killed["in_flight_bound"] = established_connections(victim, server.port)
                 os.kill(victim, signal.SIGKILL)
                 killed["pid"] = victim
 
