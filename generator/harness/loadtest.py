@@ -23,7 +23,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from generator.harness import nginx, overload, wrk
+from generator.harness import loop_monitor, nginx, overload, wrk
 from generator.harness import service as svc
 from generator.harness.db_scenarios import BASELINE_DB_APP, seed_item
 
@@ -52,6 +52,17 @@ class Scenario:
     # uvicorn worker processes on both sides; through the project's nginx site or direct.
     workers: int = 1
     via_nginx: bool = False
+    # When set, the baseline side is the generated service itself with these settings (by
+    # name without the prefix) instead of `baseline_app`: a feature measured against its absence.
+    baseline_settings: tuple[tuple[str, str], ...] | None = None
+    # Measured runs per side; a tiny difference needs more pairs than the default.
+    runs: int = RUNS
+    # With both servers up and unloaded, before the warm-up: figures for the JSON entry.
+    idle_figures: Callable[[Mapping[str, svc.RunningServer]], dict[str, Any]] | None = None
+    # From the measured runs, baseline's then service's: figures for the JSON entry.
+    run_figures: (
+        Callable[[Sequence[wrk.WrkResult], Sequence[wrk.WrkResult]], dict[str, Any]] | None
+    ) = None
 
     def __post_init__(self) -> None:
         if self.method != "GET":
@@ -103,6 +114,18 @@ SCENARIOS: dict[str, Scenario] = {
             "/slow",
             "offered load many times capacity on a slow route: fast 503s, admitted ones on time",
             features=("load_shedding",),
+        ),
+        Scenario(
+            "loop-monitor",
+            "GET",
+            "/health",
+            "the service with its loop monitor on (prod, 100 ms) vs the same service with it off",
+            features=("loop_monitor",),
+            service_settings=loop_monitor.SERVICE_SETTINGS,
+            baseline_settings=loop_monitor.BASELINE_SETTINGS,
+            runs=loop_monitor.RUNS,
+            idle_figures=loop_monitor.idle_figures,
+            run_figures=loop_monitor.run_figures,
         ),
     )
 }
@@ -194,9 +217,12 @@ def run_loadtest(
                 if not isinstance(value, list)  # the series are for the report's plot
             )
             console.print(f"{outcome.scenario.name}: {escape(figures)}")
+    more = "".join(
+        f" ({o.scenario.name}: {o.scenario.runs})" for o in outcomes if o.scenario.runs != RUNS
+    )
     console.print(
         f"wrk -c{connections} on CPU {WRK_CPU}, servers on CPU {svc.SERVER_CPU}: "
-        f"median of {RUNS} x {seconds} s runs after {WARMUP_S} s of warm-up, "
+        f"median of {RUNS}{more} x {seconds} s runs after {WARMUP_S} s of warm-up, "
         "p50/p99 from that run, errors summed over the runs"
     )
     report = _report(machine, outcomes, seconds, connections)
@@ -338,12 +364,14 @@ def _measure(
                 **extra_env,
                 **{project.env_prefix + name: value for name, value in scenario.service_settings},
             }
-            sides = _measure_interleaved(
+            sides, extra = _measure_interleaved(
                 project, scenario, extra_env, service_env, seconds, connections, progress
             )
             if sides["baseline"].median.rps == 0:
                 raise svc.ServiceError(f"{scenario.name}: the baseline completed no request")
-            outcomes.append(Outcome(scenario, sides["baseline"], sides["service"]))
+            if scenario.run_figures is not None:
+                extra |= scenario.run_figures(sides["baseline"].runs, sides["service"].runs)
+            outcomes.append(Outcome(scenario, sides["baseline"], sides["service"], extra))
     return machine, outcomes
 
 
@@ -408,7 +436,8 @@ def _add_tasks(
     progress: Progress, scenario: Scenario, side: str, seconds: int
 ) -> list[tuple[TaskID, int]]:
     """One progress task per run, the warm-up first; each with its length in seconds."""
-    labels = [("warm-up", WARMUP_S)] + [(f"run {i}/{RUNS}", seconds) for i in range(1, RUNS + 1)]
+    runs = scenario.runs
+    labels = [("warm-up", WARMUP_S)] + [(f"run {i}/{runs}", seconds) for i in range(1, runs + 1)]
     return [
         (
             progress.add_task(
@@ -428,33 +457,50 @@ def _measure_interleaved(
     seconds: int,
     connections: int,
     progress: Progress,
-) -> dict[str, Side]:
+) -> tuple[dict[str, Side], dict[str, Any]]:
     """Both servers up at once, their runs alternated (baseline, service, baseline, ...).
 
     This machine's speed drifts by tens of percent over minutes; measured one side after the
     other, that drift lands in the ratio. Alternating puts both sides in the same moments, and
     the idle side costs the measured one nothing (both are pinned to the server core).
+    Returns the sides and the scenario's idle figures, if it takes any.
     """
     sides = ("baseline", "service")
     tasks = {side: _add_tasks(progress, scenario, side, seconds) for side in sides}
     results: dict[str, list[wrk.WrkResult]] = {side: [] for side in sides}
+    extra: dict[str, Any] = {}
     with ExitStack() as servers:
-        targets = {}
+        targets, running = {}, {}
         for side in sides:
             server = (
-                svc.baseline(project, scenario.baseline_app, extra_env, workers=scenario.workers)
+                _baseline_server(project, scenario, extra_env)
                 if side == "baseline"
                 else svc.service(project, service_env, workers=scenario.workers)
             )
-            running = servers.enter_context(server)
-            targets[side] = servers.enter_context(_entry(project, running, scenario))
-        for index in range(RUNS + 1):  # the warm-up first, discarded
+            running[side] = servers.enter_context(server)
+            targets[side] = servers.enter_context(_entry(project, running[side], scenario))
+        if scenario.idle_figures is not None:
+            extra = scenario.idle_figures(running)
+        for index in range(scenario.runs + 1):  # the warm-up first, discarded
             for side in sides:
                 task, length = tasks[side][index]
                 results[side].append(
                     _run(targets[side], scenario, task, length, progress, connections)
                 )
-    return {side: Side(runs=tuple(results[side][1:])) for side in sides}
+    return {side: Side(runs=tuple(results[side][1:])) for side in sides}, extra
+
+
+def _baseline_server(
+    project: svc.Project, scenario: Scenario, extra_env: Mapping[str, str]
+) -> AbstractContextManager[svc.RunningServer]:
+    """The bare app, or the service itself with the scenario's baseline settings."""
+    if scenario.baseline_settings is None:
+        return svc.baseline(project, scenario.baseline_app, extra_env, workers=scenario.workers)
+    env = {
+        **extra_env,
+        **{project.env_prefix + name: value for name, value in scenario.baseline_settings},
+    }
+    return svc.service(project, env, workers=scenario.workers, name="baseline")
 
 
 def _run(

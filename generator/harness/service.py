@@ -7,6 +7,7 @@ difference a load test sees is the app. Every server is a context manager: it is
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -18,6 +19,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -169,12 +171,13 @@ def database(project: Project) -> Iterator[dict[str, str]]:
 
 
 def service(
-    project: Project, extra_env: Mapping[str, str], *, workers: int = 1
+    project: Project, extra_env: Mapping[str, str], *, workers: int = 1, name: str = "service"
 ) -> AbstractContextManager[RunningServer]:
-    """The generated service in production mode."""
+    """The generated service in production mode; `name` labels its log and errors (a scenario
+    may run it as its own baseline with other settings)."""
     env = {**os.environ, **extra_env, project.environment_var: "prod"}
     app_args = [f"{project.package_name}.main:app"]
-    return serve("service", app_args, project=project, env=env, workers=workers)
+    return serve(name, app_args, project=project, env=env, workers=workers)
 
 
 def baseline(
@@ -288,6 +291,22 @@ def wait_ready(server: RunningServer) -> None:
     raise ServiceError(
         f"{server.name}: no 200 from {url} within {READY_TIMEOUT_S:.0f} s:\n" + _tail(server.log)
     )
+
+
+def fetch_json(
+    server: RunningServer,
+    path: str,
+    *,
+    headers: Mapping[str, str] | None = None,
+    timeout: float = 5.0,
+) -> Any:
+    """GET `path` from the server (never through a proxy) and decode its JSON body."""
+    request = urllib.request.Request(server.url(path), headers=dict(headers or {}))
+    try:
+        with _DIRECT.open(request, timeout=timeout) as response:
+            return json.load(response)
+    except (OSError, ValueError) as exc:  # URLError and HTTPError are OSErrors
+        raise ServiceError(f"{server.name}: GET {path} failed: {exc}") from exc
 
 
 def stop_process(process: subprocess.Popen[bytes]) -> None:
