@@ -64,6 +64,7 @@ _TARGETS: dict[str, Callable[[Mapping[str, Any]], Verdict]] = {
     "db-read": _ratio_at_least(0.85, "rps ratio"),
     "cached-read": _ratio_at_least(1.5, "rps / bare db-read rps"),
     "overload": _overload,
+    "loop-monitor": _ratio_at_least(0.98, "rps ratio to the same service, monitor off"),
 }
 
 
@@ -136,7 +137,10 @@ def _grouped(
 
 
 def _rps_bars(axes: Axes, scenarios: Sequence[Mapping[str, Any]]) -> None:
-    names = [entry["name"] for entry in scenarios]
+    # A scenario whose grey bar is not bare FastAPI says what it is (loop-monitor's `baseline`).
+    names = [
+        e["name"] + (f"\n(grey: {e['baseline']})" if "baseline" in e else "") for e in scenarios
+    ]
     _, service = _grouped(
         axes,
         names,
