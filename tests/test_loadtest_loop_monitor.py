@@ -42,17 +42,17 @@ STAT = (
 
 
 def test_stat_cpu_counts_utime_and_stime_after_the_command_name() -> None:
-    assert loop_monitor.stat_cpu_s(STAT, ticks_per_s=100) == pytest.approx(3.0)
-    assert loop_monitor.stat_cpu_s(STAT, ticks_per_s=50) == pytest.approx(6.0)
+    assert service.stat_cpu_s(STAT, ticks_per_s=100) == pytest.approx(3.0)
+    assert service.stat_cpu_s(STAT, ticks_per_s=50) == pytest.approx(6.0)
 
 
 def test_process_cpu_includes_every_thread() -> None:
     """CPU burnt in another thread of this process shows in the process's figure."""
-    before = loop_monitor.process_cpu_s(os.getpid())
+    before = service.process_cpu_s(os.getpid())
     burn = threading.Thread(target=_burn, args=(0.3,))
     burn.start()
     burn.join()
-    spent = loop_monitor.process_cpu_s(os.getpid()) - before
+    spent = service.process_cpu_s(os.getpid()) - before
     assert spent >= 0.15  # 0.3 s of CPU asked, read in 10 ms ticks; the main thread slept
 
 
@@ -79,13 +79,26 @@ def test_pairs_are_each_service_run_over_the_baseline_run_before_it() -> None:
     baseline = [result(1000, 5.0), result(2000, 5.0), result(1000, 5.0)]
     service_runs = [result(990, 5.0), result(1900, 5.0), result(1010, 5.0)]
     assert loop_monitor.pair_ratios(baseline, service_runs) == pytest.approx([0.99, 0.95, 1.01])
-    figures = loop_monitor.run_figures(baseline, service_runs)
+    # CPU seconds per run: 100 µs a request off; on, 102, 100 and 125 µs (a noisy last run).
+    cpu_s = {"baseline": [0.1, 0.2, 0.1], "service": [0.10098, 0.19, 0.12625]}
+    figures = loop_monitor.run_figures(baseline, service_runs, cpu_s)
     # The ratio of the medians would be 1000/1000; the pairs' median is the middle pair's.
-    assert figures == {
-        "measured_runs": 3,
-        "pair_ratio_median": 0.99,
-        "pair_ratios": [0.99, 0.95, 1.01],
-    }
+    assert figures["measured_runs"] == 3
+    assert figures["pair_ratio_median"] == 0.99
+    assert figures["pair_ratios"] == [0.99, 0.95, 1.01]
+    assert figures["cpu_us_per_request_off"] == 100.0
+    assert figures["cpu_us_per_request_on"] == 102.0
+    # off / on per pair: reads like the rps ratio (on's throughput as a share of off's).
+    assert figures["cpu_pair_ratios"] == pytest.approx([0.9804, 1.0, 0.8], abs=1e-4)
+    assert figures["cpu_pair_ratio_median"] == pytest.approx(0.9804, abs=1e-4)
+
+
+def test_cpu_per_request_needs_one_reading_per_run_and_some_work() -> None:
+    assert loop_monitor.cpu_us_per_request([result(1000, 5.0)], [0.25]) == [250.0]
+    with pytest.raises(ValueError, match="1 runs but 2 CPU readings"):
+        loop_monitor.cpu_us_per_request([result(1000, 5.0)], [0.1, 0.1])
+    with pytest.raises(service.ServiceError, match="no request or used no CPU"):
+        loop_monitor.cpu_us_per_request([result(1000, 5.0)], [0.0])
 
 
 def test_unpaired_or_empty_runs_are_refused() -> None:
@@ -102,6 +115,7 @@ def test_the_scenario_measures_the_service_against_itself_with_the_monitor_off()
     assert SCENARIO.features == ("loop_monitor",)
     assert (SCENARIO.method, SCENARIO.path) == ("GET", "/health")
     assert SCENARIO.runs > RUNS
+    assert SCENARIO.cpu_per_run
     service_settings, baseline_settings = (
         dict(SCENARIO.service_settings),
         dict(SCENARIO.baseline_settings or ()),
@@ -113,6 +127,11 @@ def test_the_scenario_measures_the_service_against_itself_with_the_monitor_off()
     assert {k: v for k, v in service_settings.items() if not k.startswith("LOOP_MONITOR_")} == {
         k: v for k, v in baseline_settings.items() if not k.startswith("LOOP_MONITOR_")
     }
+
+
+def test_cpu_per_run_reads_one_process() -> None:
+    with pytest.raises(ValueError, match="workers must be 1"):
+        replace(SCENARIO, workers=2)
 
 
 def test_the_baseline_side_is_the_service_with_the_baseline_settings(
@@ -293,8 +312,12 @@ def test_loop_monitor_on_a_rendered_sample(
     runs = SCENARIO.runs
     assert len(entry["runs"]["baseline"]) == len(entry["runs"]["service"]) == runs
     assert entry["measured_runs"] == len(entry["pair_ratios"]) == runs
+    assert len(entry["cpu_pair_ratios"]) == runs
+    assert 0 < entry["cpu_us_per_request_off"] < 10_000
+    assert 0 < entry["cpu_us_per_request_on"] < 10_000
     assert entry["ratio"] >= 0.8, printed
     assert entry["pair_ratio_median"] >= 0.8, printed
+    assert entry["cpu_pair_ratio_median"] >= 0.8, printed
     assert f"(loop-monitor: {runs})" in printed
 
 

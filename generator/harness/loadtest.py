@@ -59,14 +59,23 @@ class Scenario:
     runs: int = RUNS
     # With both servers up and unloaded, before the warm-up: figures for the JSON entry.
     idle_figures: Callable[[Mapping[str, svc.RunningServer]], dict[str, Any]] | None = None
-    # From the measured runs, baseline's then service's: figures for the JSON entry.
+    # Read each server's process CPU (utime + stime) around every run; one worker only.
+    cpu_per_run: bool = False
+    # From the measured runs, baseline's then service's, and their CPU seconds by side (empty
+    # lists unless cpu_per_run): figures for the JSON entry.
     run_figures: (
-        Callable[[Sequence[wrk.WrkResult], Sequence[wrk.WrkResult]], dict[str, Any]] | None
+        Callable[
+            [Sequence[wrk.WrkResult], Sequence[wrk.WrkResult], Mapping[str, Sequence[float]]],
+            dict[str, Any],
+        ]
+        | None
     ) = None
 
     def __post_init__(self) -> None:
         if self.method != "GET":
             raise ValueError(f"{self.name}: wrk sends GET only; other methods need a Lua script")
+        if self.cpu_per_run and self.workers != 1:
+            raise ValueError(f"{self.name}: CPU per run reads one process; workers must be 1")
 
 
 # Later scenarios (db-read, cached-read, overload, nginx) slot in here.
@@ -125,6 +134,7 @@ SCENARIOS: dict[str, Scenario] = {
             baseline_settings=loop_monitor.BASELINE_SETTINGS,
             runs=loop_monitor.RUNS,
             idle_figures=loop_monitor.idle_figures,
+            cpu_per_run=True,
             run_figures=loop_monitor.run_figures,
         ),
     )
@@ -364,13 +374,13 @@ def _measure(
                 **extra_env,
                 **{project.env_prefix + name: value for name, value in scenario.service_settings},
             }
-            sides, extra = _measure_interleaved(
+            sides, extra, cpu_s = _measure_interleaved(
                 project, scenario, extra_env, service_env, seconds, connections, progress
             )
             if sides["baseline"].median.rps == 0:
                 raise svc.ServiceError(f"{scenario.name}: the baseline completed no request")
             if scenario.run_figures is not None:
-                extra |= scenario.run_figures(sides["baseline"].runs, sides["service"].runs)
+                extra |= scenario.run_figures(sides["baseline"].runs, sides["service"].runs, cpu_s)
             outcomes.append(Outcome(scenario, sides["baseline"], sides["service"], extra))
     return machine, outcomes
 
@@ -457,17 +467,19 @@ def _measure_interleaved(
     seconds: int,
     connections: int,
     progress: Progress,
-) -> tuple[dict[str, Side], dict[str, Any]]:
+) -> tuple[dict[str, Side], dict[str, Any], dict[str, list[float]]]:
     """Both servers up at once, their runs alternated (baseline, service, baseline, ...).
 
     This machine's speed drifts by tens of percent over minutes; measured one side after the
     other, that drift lands in the ratio. Alternating puts both sides in the same moments, and
     the idle side costs the measured one nothing (both are pinned to the server core).
-    Returns the sides and the scenario's idle figures, if it takes any.
+    Returns the sides, the scenario's idle figures if it takes any, and the CPU seconds of
+    each side's measured runs if it reads them.
     """
     sides = ("baseline", "service")
     tasks = {side: _add_tasks(progress, scenario, side, seconds) for side in sides}
     results: dict[str, list[wrk.WrkResult]] = {side: [] for side in sides}
+    cpu_s: dict[str, list[float]] = {side: [] for side in sides}
     extra: dict[str, Any] = {}
     with ExitStack() as servers:
         targets, running = {}, {}
@@ -484,10 +496,15 @@ def _measure_interleaved(
         for index in range(scenario.runs + 1):  # the warm-up first, discarded
             for side in sides:
                 task, length = tasks[side][index]
+                pid = running[side].process.pid
+                before = svc.process_cpu_s(pid) if scenario.cpu_per_run else 0.0
                 results[side].append(
                     _run(targets[side], scenario, task, length, progress, connections)
                 )
-    return {side: Side(runs=tuple(results[side][1:])) for side in sides}, extra
+                if scenario.cpu_per_run and index > 0:
+                    cpu_s[side].append(svc.process_cpu_s(pid) - before)
+    measured = {side: Side(runs=tuple(results[side][1:])) for side in sides}
+    return measured, extra, cpu_s
 
 
 def _baseline_server(

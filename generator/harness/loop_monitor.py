@@ -11,12 +11,10 @@ both up and unloaded.
 
 from __future__ import annotations
 
-import os
 import secrets
 import statistics
 import time
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 from generator.harness import service as svc
@@ -95,41 +93,49 @@ def detailed(server: svc.RunningServer) -> dict[str, Any]:
 
 def idle_cpu_percent(pids: Mapping[str, int], *, window_s: float) -> dict[str, float]:
     """CPU of each process (all its threads) over the same window, in percent of one core."""
-    start = {name: process_cpu_s(pid) for name, pid in pids.items()}
+    start = {name: svc.process_cpu_s(pid) for name, pid in pids.items()}
     started = time.monotonic()
     time.sleep(window_s)
     elapsed = time.monotonic() - started
     return {
-        name: (process_cpu_s(pid) - start[name]) / elapsed * 100.0 for name, pid in pids.items()
+        name: (svc.process_cpu_s(pid) - start[name]) / elapsed * 100.0 for name, pid in pids.items()
     }
 
 
-def process_cpu_s(pid: int) -> float:
-    """utime + stime of a process, every thread's included, in seconds."""
-    return stat_cpu_s(Path(f"/proc/{pid}/stat").read_text(encoding="ascii"))
+def run_figures(
+    baseline: Sequence[WrkResult],
+    service: Sequence[WrkResult],
+    cpu_s: Mapping[str, Sequence[float]],
+) -> dict[str, Any]:
+    """Per-pair figures: each service run against the baseline run just before it, so drift
+    between pairs cancels out of each ratio, and their medians.
 
-
-def stat_cpu_s(stat: str, ticks_per_s: int | None = None) -> float:
-    """utime + stime from the text of /proc/PID/stat, in seconds.
-
-    Parsed by hand: two fields of one kernel line, read twice per scenario, need no library.
-    The command name (field 2) is in parentheses and may hold spaces or ')', so the fields are
-    counted after the last ')'; there utime and stime (fields 14, 15) are the 12th and 13th.
+    Two estimates of the same cost: rps (service / baseline) and CPU per request (baseline /
+    service, so both read as "throughput with the monitor on, as a share of off"). A neighbour
+    taking part of the server core moves rps far more than it moves CPU per request.
     """
-    fields = stat.rsplit(")", 1)[1].split()
-    ticks = int(fields[11]) + int(fields[12])
-    return ticks / (ticks_per_s or os.sysconf("SC_CLK_TCK"))
-
-
-def run_figures(baseline: Sequence[WrkResult], service: Sequence[WrkResult]) -> dict[str, Any]:
-    """The per-pair ratios (each service run over the baseline run just before it) and their
-    median: drift between pairs cancels out of each ratio."""
     ratios = pair_ratios(baseline, service)
+    off = cpu_us_per_request(baseline, cpu_s["baseline"])
+    on = cpu_us_per_request(service, cpu_s["service"])
+    cpu_ratios = [b / s for b, s in zip(off, on, strict=True)]
     return {
         "measured_runs": len(ratios),
         "pair_ratio_median": round(statistics.median(ratios), 4),
+        "cpu_us_per_request_on": round(statistics.median(on), 2),
+        "cpu_us_per_request_off": round(statistics.median(off), 2),
+        "cpu_pair_ratio_median": round(statistics.median(cpu_ratios), 4),
         "pair_ratios": [round(ratio, 4) for ratio in ratios],
+        "cpu_pair_ratios": [round(ratio, 4) for ratio in cpu_ratios],
     }
+
+
+def cpu_us_per_request(runs: Sequence[WrkResult], cpu_s: Sequence[float]) -> list[float]:
+    """The server's CPU time per answered request of each run, in microseconds."""
+    if len(runs) != len(cpu_s):
+        raise ValueError(f"{len(runs)} runs but {len(cpu_s)} CPU readings")
+    if any(run.requests <= 0 or cpu <= 0 for run, cpu in zip(runs, cpu_s, strict=True)):
+        raise svc.ServiceError("loop-monitor: a run answered no request or used no CPU")
+    return [cpu / run.requests * 1e6 for run, cpu in zip(runs, cpu_s, strict=True)]
 
 
 def pair_ratios(baseline: Sequence[WrkResult], service: Sequence[WrkResult]) -> list[float]:

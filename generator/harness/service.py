@@ -309,6 +309,24 @@ def fetch_json(
         raise ServiceError(f"{server.name}: GET {path} failed: {exc}") from exc
 
 
+def process_cpu_s(pid: int) -> float:
+    """utime + stime of a process, every thread's included, in seconds."""
+    return stat_cpu_s(Path(f"/proc/{pid}/stat").read_text(encoding="ascii"))
+
+
+def stat_cpu_s(stat: str, ticks_per_s: int | None = None) -> float:
+    """utime + stime from the text of /proc/PID/stat, in seconds.
+
+    Parsed by hand: two fields of one kernel line need no library (psutil is not a dependency
+    of the harness). The command name (field 2) is in parentheses and may hold spaces or ')',
+    so fields are counted after the last ')', where utime and stime (14, 15) are the 12th
+    and 13th.
+    """
+    fields = stat.rsplit(")", 1)[1].split()
+    ticks = int(fields[11]) + int(fields[12])
+    return ticks / (ticks_per_s or os.sysconf("SC_CLK_TCK"))
+
+
 def stop_process(process: subprocess.Popen[bytes]) -> None:
     """SIGTERM, wait a bound, then SIGKILL; a second Ctrl-C while waiting kills at once."""
     if process.poll() is not None:
