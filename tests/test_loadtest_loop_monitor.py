@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from rich.progress import Progress
 from test_loadtest import (
     HAVE_LOAD_TOOLS,
     load_rendered_sample,
@@ -26,8 +27,9 @@ from test_loadtest import (
     write_project,
 )
 
-from generator.harness import loadtest, loop_monitor, report, service
+from generator.harness import loadtest, loop_monitor, report, service, wrk
 from generator.harness.loadtest import RUNS, SCENARIOS, run_loadtest
+from generator.harness.wrk import WrkResult
 
 SCENARIO = SCENARIOS["loop-monitor"]
 
@@ -170,11 +172,59 @@ def test_all_runs_it_only_with_the_feature(tmp_path: Path) -> None:
 
 
 def test_the_report_judges_it_against_the_monitor_off() -> None:
-    verdict = report.verdict({"name": "loop-monitor", "ratio": 0.99})
+    entry = {
+        "name": "loop-monitor",
+        "ratio": 0.90,  # alternated runs: too noisy to judge 2 %
+        "concurrent_ratio_median": 0.99,
+        "idle_cpu_monitor_pct": 0.1,
+    }
+    verdict = report.verdict(entry)
     assert verdict.met is True
     assert "monitor off" in verdict.target
     assert "0.98" in verdict.target
+    assert "0.25 %" in verdict.target
+    assert report.verdict({**entry, "concurrent_ratio_median": 0.97}).met is False
+    assert report.verdict({**entry, "idle_cpu_monitor_pct": 0.3}).met is False
+    # A document from before the concurrent phase is judged on its ratio.
+    assert report.verdict({"name": "loop-monitor", "ratio": 0.99}).met is True
     assert report.verdict({"name": "loop-monitor", "ratio": 0.97}).met is False
+
+
+def test_both_sides_loaded_at_once_in_alternating_order(monkeypatch: pytest.MonkeyPatch) -> None:
+    """One wrk per side in each round, started in turns; the warm-up round is not counted."""
+    started: list[str] = []
+
+    def fake_wrk(url: str, *, duration_s: int, connections: int, cpu: int) -> WrkResult:
+        side = "service" if url.startswith("http://127.0.0.1:2/") else "baseline"
+        started.append(side)
+        assert (connections, cpu) == (16, 1)
+        if duration_s == loop_monitor.CONCURRENT_WARMUP_S:
+            return result(1, 5.0)  # the warm-up: a ratio of 1 that must not count
+        return result(990 if side == "service" else 1000, 5.0)
+
+    monkeypatch.setattr(wrk, "run_wrk", fake_wrk)
+    alive = subprocess.Popen(["sleep", "30"])
+    try:
+        servers = {
+            side: service.RunningServer(side, port, alive, Path("/dev/null"))
+            for side, port in (("baseline", 1), ("service", 2))
+        }
+        with Progress(console=quiet_console()[0]) as progress:
+            figures = loop_monitor.concurrent_figures(
+                servers, seconds=2, connections=16, wrk_cpu=1, progress=progress
+            )
+    finally:
+        alive.kill()
+        alive.wait()
+    runs = loop_monitor.RUNS
+    assert figures["concurrent_runs"] == runs
+    assert figures["concurrent_ratios"] == [0.99] * runs
+    assert figures["concurrent_ratio_median"] == 0.99
+    assert (figures["concurrent_rps_on"], figures["concurrent_rps_off"]) == (990, 1000)
+    assert figures["concurrent_errors"] == 0
+    firsts = started[::2]
+    assert len(started) == 2 * (runs + 1)
+    assert firsts[:3] == ["service", "baseline", "service"]
 
 
 # --- the check that each side runs what it should --------------------------------------------
@@ -318,6 +368,11 @@ def test_loop_monitor_on_a_rendered_sample(
     assert entry["ratio"] >= 0.8, printed
     assert entry["pair_ratio_median"] >= 0.8, printed
     assert entry["cpu_pair_ratio_median"] >= 0.8, printed
+    assert entry["concurrent_runs"] == len(entry["concurrent_ratios"]) == runs
+    assert entry["concurrent_errors"] == 0, printed
+    assert entry["concurrent_rps_on"] > 0
+    assert entry["concurrent_rps_off"] > 0
+    assert entry["concurrent_ratio_median"] >= 0.8, printed
     assert f"(loop-monitor: {runs})" in printed
 
 

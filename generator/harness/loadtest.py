@@ -16,7 +16,7 @@ from contextlib import AbstractContextManager, ExitStack, nullcontext
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from rich.console import Console
 from rich.markup import escape
@@ -32,6 +32,21 @@ RUNS = 3
 WRK_CPU = 1
 _UV_INSTALL_HINT = "python3 -m pip install uv"
 _TASKSET_INSTALL_HINT = "sudo apt-get install -y util-linux"
+
+
+class BeforeRuns(Protocol):
+    """A scenario's own measurements with both servers up, before the alternated runs; its
+    figures join the JSON entry (wrk on `wrk_cpu`, progress shown as a task of `progress`)."""
+
+    def __call__(
+        self,
+        servers: Mapping[str, svc.RunningServer],
+        *,
+        seconds: int,
+        connections: int,
+        wrk_cpu: int,
+        progress: Progress,
+    ) -> dict[str, Any]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,8 +72,7 @@ class Scenario:
     baseline_settings: tuple[tuple[str, str], ...] | None = None
     # Measured runs per side; a tiny difference needs more pairs than the default.
     runs: int = RUNS
-    # With both servers up and unloaded, before the warm-up: figures for the JSON entry.
-    idle_figures: Callable[[Mapping[str, svc.RunningServer]], dict[str, Any]] | None = None
+    before_runs: BeforeRuns | None = None
     # Read each server's process CPU (utime + stime) around every run; one worker only.
     cpu_per_run: bool = False
     # From the measured runs, baseline's then service's, and their CPU seconds by side (empty
@@ -133,7 +147,7 @@ SCENARIOS: dict[str, Scenario] = {
             service_settings=loop_monitor.SERVICE_SETTINGS,
             baseline_settings=loop_monitor.BASELINE_SETTINGS,
             runs=loop_monitor.RUNS,
-            idle_figures=loop_monitor.idle_figures,
+            before_runs=loop_monitor.before_runs,
             cpu_per_run=True,
             run_figures=loop_monitor.run_figures,
         ),
@@ -473,8 +487,8 @@ def _measure_interleaved(
     This machine's speed drifts by tens of percent over minutes; measured one side after the
     other, that drift lands in the ratio. Alternating puts both sides in the same moments, and
     the idle side costs the measured one nothing (both are pinned to the server core).
-    Returns the sides, the scenario's idle figures if it takes any, and the CPU seconds of
-    each side's measured runs if it reads them.
+    Returns the sides, the figures of the scenario's `before_runs` if it has one, and the CPU
+    seconds of each side's measured runs if it reads them.
     """
     sides = ("baseline", "service")
     tasks = {side: _add_tasks(progress, scenario, side, seconds) for side in sides}
@@ -491,8 +505,14 @@ def _measure_interleaved(
             )
             running[side] = servers.enter_context(server)
             targets[side] = servers.enter_context(_entry(project, running[side], scenario))
-        if scenario.idle_figures is not None:
-            extra = scenario.idle_figures(running)
+        if scenario.before_runs is not None:
+            extra = scenario.before_runs(
+                running,
+                seconds=seconds,
+                connections=connections,
+                wrk_cpu=WRK_CPU,
+                progress=progress,
+            )
         for index in range(scenario.runs + 1):  # the warm-up first, discarded
             for side in sides:
                 task, length = tasks[side][index]
