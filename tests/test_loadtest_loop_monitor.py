@@ -58,6 +58,26 @@ def test_process_cpu_includes_every_thread() -> None:
     assert spent >= 0.15  # 0.3 s of CPU asked, read in 10 ms ticks; the main thread slept
 
 
+def test_threads_cpu_is_exact_and_includes_every_live_thread() -> None:
+    burnt, release = threading.Event(), threading.Event()
+
+    def burn_then_wait() -> None:
+        _burn(0.3)
+        burnt.set()
+        release.wait()
+
+    before = service.threads_cpu_s(os.getpid())
+    thread = threading.Thread(target=burn_then_wait)
+    thread.start()
+    try:
+        assert burnt.wait(30)
+        spent = service.threads_cpu_s(os.getpid()) - before
+    finally:
+        release.set()
+        thread.join()
+    assert 0.3 <= spent < 5.0  # nanoseconds, not ticks: all of the 0.3 s shows
+
+
 def _burn(seconds: float) -> None:
     end = time.thread_time() + seconds
     while time.thread_time() < end:

@@ -172,12 +172,12 @@ def detailed(server: svc.RunningServer) -> dict[str, Any]:
 
 def idle_cpu_percent(pids: Mapping[str, int], *, window_s: float) -> dict[str, float]:
     """CPU of each process (all its threads) over the same window, in percent of one core."""
-    start = {name: svc.process_cpu_s(pid) for name, pid in pids.items()}
+    start = {name: svc.threads_cpu_s(pid) for name, pid in pids.items()}
     started = time.monotonic()
     time.sleep(window_s)
     elapsed = time.monotonic() - started
     return {
-        name: (svc.process_cpu_s(pid) - start[name]) / elapsed * 100.0 for name, pid in pids.items()
+        name: (svc.threads_cpu_s(pid) - start[name]) / elapsed * 100.0 for name, pid in pids.items()
     }
 
 

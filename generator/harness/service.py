@@ -327,6 +327,20 @@ def stat_cpu_s(stat: str, ticks_per_s: int | None = None) -> float:
     return ticks / (ticks_per_s or os.sysconf("SC_CLK_TCK"))
 
 
+def threads_cpu_s(pid: int) -> float:
+    """Time on CPU of the process's live threads, in seconds, to the nanosecond.
+
+    /proc/PID/stat counts 10 ms ticks, ±0.05 % of a core over 20 s: too coarse for a 0.2 %
+    cost. Each thread's schedstat (its first field: ns on CPU) is exact, but a thread that
+    exits between two readings is lost, so this suits idle windows, not loaded runs.
+    """
+    total = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with suppress(FileNotFoundError):  # a thread that exited while listed
+            total += int((task / "schedstat").read_text(encoding="ascii").split()[0])
+    return total / 1e9
+
+
 def stop_process(process: subprocess.Popen[bytes]) -> None:
     """SIGTERM, wait a bound, then SIGKILL; a second Ctrl-C while waiting kills at once."""
     if process.poll() is not None:
