@@ -163,7 +163,7 @@ def test_all_keeps_what_the_features_allow_and_says_why_for_the_rest(tmp_path: P
     project = service.Project.load(write_project(tmp_path, features=["postgres"]))
     runnable, skipped = loadtest.runnable_scenarios(project)
     assert runnable == ["health", "direct", "db-read"]
-    assert set(skipped) == {"nginx", "cached-read", "overload"}
+    assert set(skipped) == {"nginx", "cached-read", "overload", "loop-monitor"}
     assert "needs the cache feature" in skipped["cached-read"]
     assert "needs the load_shedding feature" in skipped["overload"]
     assert "--target nginx" in skipped["nginx"] or "install it" in skipped["nginx"]
@@ -172,7 +172,7 @@ def test_all_keeps_what_the_features_allow_and_says_why_for_the_rest(tmp_path: P
 def test_all_runs_nginx_when_the_site_is_rendered(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    root = write_project(tmp_path, features=["postgres", "cache", "load_shedding"])
+    root = write_project(tmp_path, features=["postgres", "cache", "load_shedding", "loop_monitor"])
     (root / "deploy" / "nginx").mkdir(parents=True)
     (root / "deploy" / "nginx" / "demo-svc.conf").write_text("server { listen 80; }\n")
     monkeypatch.setattr(nginx, "binary", lambda: "/usr/sbin/nginx")
@@ -227,7 +227,7 @@ def test_all_measures_the_runnable_ones_and_reports_the_skipped(
     printed = out.getvalue()
     assert code == 0, printed
     assert measured == ["health", "direct"]
-    for name in ("nginx", "db-read", "cached-read", "overload"):
+    for name in ("nginx", "db-read", "cached-read", "overload", "loop-monitor"):
         assert f"skipped {name}: " in printed
     document = json.loads((tmp_path / "report" / "report.json").read_text())
     assert [s["name"] for s in document["skipped"]] == [
@@ -235,6 +235,7 @@ def test_all_measures_the_runnable_ones_and_reports_the_skipped(
         "db-read",
         "cached-read",
         "overload",
+        "loop-monitor",
     ]
     assert document["command"] == "bulwark loadtest svc --all --report report"
     page = (tmp_path / "report" / "index.html").read_text()
@@ -288,7 +289,7 @@ def test_all_with_a_report_on_a_rendered_sample(
     assert code == 0, printed
     document = json.loads((tmp_path / "report" / "report.json").read_text())
     names = [s["name"] for s in document["scenarios"]]
-    expected = list(SCENARIOS)
+    expected = [name for name in SCENARIOS if name != "loop-monitor"]  # no loop_monitor here
     if nginx.binary() is None:
         expected.remove("nginx")
     assert names == expected, printed

@@ -16,14 +16,14 @@ from contextlib import AbstractContextManager, ExitStack, nullcontext
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from generator.harness import nginx, overload, wrk
+from generator.harness import loop_monitor, nginx, overload, wrk
 from generator.harness import service as svc
 from generator.harness.db_scenarios import BASELINE_DB_APP, seed_item
 
@@ -32,6 +32,21 @@ RUNS = 3
 WRK_CPU = 1
 _UV_INSTALL_HINT = "python3 -m pip install uv"
 _TASKSET_INSTALL_HINT = "sudo apt-get install -y util-linux"
+
+
+class BeforeRuns(Protocol):
+    """A scenario's own measurements with both servers up, before the alternated runs; its
+    figures join the JSON entry (wrk on `wrk_cpu`, progress shown as a task of `progress`)."""
+
+    def __call__(
+        self,
+        servers: Mapping[str, svc.RunningServer],
+        *,
+        seconds: int,
+        connections: int,
+        wrk_cpu: int,
+        progress: Progress,
+    ) -> dict[str, Any]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,10 +67,29 @@ class Scenario:
     # uvicorn worker processes on both sides; through the project's nginx site or direct.
     workers: int = 1
     via_nginx: bool = False
+    # When set, the baseline side is the generated service itself with these settings (by
+    # name without the prefix) instead of `baseline_app`: a feature measured against its absence.
+    baseline_settings: tuple[tuple[str, str], ...] | None = None
+    # Measured runs per side; a tiny difference needs more pairs than the default.
+    runs: int = RUNS
+    before_runs: BeforeRuns | None = None
+    # Read each server's process CPU (utime + stime) around every run; one worker only.
+    cpu_per_run: bool = False
+    # From the measured runs, baseline's then service's, and their CPU seconds by side (empty
+    # lists unless cpu_per_run): figures for the JSON entry.
+    run_figures: (
+        Callable[
+            [Sequence[wrk.WrkResult], Sequence[wrk.WrkResult], Mapping[str, Sequence[float]]],
+            dict[str, Any],
+        ]
+        | None
+    ) = None
 
     def __post_init__(self) -> None:
         if self.method != "GET":
             raise ValueError(f"{self.name}: wrk sends GET only; other methods need a Lua script")
+        if self.cpu_per_run and self.workers != 1:
+            raise ValueError(f"{self.name}: CPU per run reads one process; workers must be 1")
 
 
 # Later scenarios (db-read, cached-read, overload, nginx) slot in here.
@@ -103,6 +137,19 @@ SCENARIOS: dict[str, Scenario] = {
             "/slow",
             "offered load many times capacity on a slow route: fast 503s, admitted ones on time",
             features=("load_shedding",),
+        ),
+        Scenario(
+            "loop-monitor",
+            "GET",
+            "/health",
+            "the service with its loop monitor on (prod, 100 ms) vs the same service with it off",
+            features=("loop_monitor",),
+            service_settings=loop_monitor.SERVICE_SETTINGS,
+            baseline_settings=loop_monitor.BASELINE_SETTINGS,
+            runs=loop_monitor.RUNS,
+            before_runs=loop_monitor.before_runs,
+            cpu_per_run=True,
+            run_figures=loop_monitor.run_figures,
         ),
     )
 }
@@ -194,9 +241,12 @@ def run_loadtest(
                 if not isinstance(value, list)  # the series are for the report's plot
             )
             console.print(f"{outcome.scenario.name}: {escape(figures)}")
+    more = "".join(
+        f" ({o.scenario.name}: {o.scenario.runs})" for o in outcomes if o.scenario.runs != RUNS
+    )
     console.print(
         f"wrk -c{connections} on CPU {WRK_CPU}, servers on CPU {svc.SERVER_CPU}: "
-        f"median of {RUNS} x {seconds} s runs after {WARMUP_S} s of warm-up, "
+        f"median of {RUNS}{more} x {seconds} s runs after {WARMUP_S} s of warm-up, "
         "p50/p99 from that run, errors summed over the runs"
     )
     report = _report(machine, outcomes, seconds, connections)
@@ -338,12 +388,14 @@ def _measure(
                 **extra_env,
                 **{project.env_prefix + name: value for name, value in scenario.service_settings},
             }
-            sides = _measure_interleaved(
+            sides, extra, cpu_s = _measure_interleaved(
                 project, scenario, extra_env, service_env, seconds, connections, progress
             )
             if sides["baseline"].median.rps == 0:
                 raise svc.ServiceError(f"{scenario.name}: the baseline completed no request")
-            outcomes.append(Outcome(scenario, sides["baseline"], sides["service"]))
+            if scenario.run_figures is not None:
+                extra |= scenario.run_figures(sides["baseline"].runs, sides["service"].runs, cpu_s)
+            outcomes.append(Outcome(scenario, sides["baseline"], sides["service"], extra))
     return machine, outcomes
 
 
@@ -408,7 +460,8 @@ def _add_tasks(
     progress: Progress, scenario: Scenario, side: str, seconds: int
 ) -> list[tuple[TaskID, int]]:
     """One progress task per run, the warm-up first; each with its length in seconds."""
-    labels = [("warm-up", WARMUP_S)] + [(f"run {i}/{RUNS}", seconds) for i in range(1, RUNS + 1)]
+    runs = scenario.runs
+    labels = [("warm-up", WARMUP_S)] + [(f"run {i}/{runs}", seconds) for i in range(1, runs + 1)]
     return [
         (
             progress.add_task(
@@ -428,33 +481,63 @@ def _measure_interleaved(
     seconds: int,
     connections: int,
     progress: Progress,
-) -> dict[str, Side]:
+) -> tuple[dict[str, Side], dict[str, Any], dict[str, list[float]]]:
     """Both servers up at once, their runs alternated (baseline, service, baseline, ...).
 
     This machine's speed drifts by tens of percent over minutes; measured one side after the
     other, that drift lands in the ratio. Alternating puts both sides in the same moments, and
     the idle side costs the measured one nothing (both are pinned to the server core).
+    Returns the sides, the figures of the scenario's `before_runs` if it has one, and the CPU
+    seconds of each side's measured runs if it reads them.
     """
     sides = ("baseline", "service")
     tasks = {side: _add_tasks(progress, scenario, side, seconds) for side in sides}
     results: dict[str, list[wrk.WrkResult]] = {side: [] for side in sides}
+    cpu_s: dict[str, list[float]] = {side: [] for side in sides}
+    extra: dict[str, Any] = {}
     with ExitStack() as servers:
-        targets = {}
+        targets, running = {}, {}
         for side in sides:
             server = (
-                svc.baseline(project, scenario.baseline_app, extra_env, workers=scenario.workers)
+                _baseline_server(project, scenario, extra_env)
                 if side == "baseline"
                 else svc.service(project, service_env, workers=scenario.workers)
             )
-            running = servers.enter_context(server)
-            targets[side] = servers.enter_context(_entry(project, running, scenario))
-        for index in range(RUNS + 1):  # the warm-up first, discarded
+            running[side] = servers.enter_context(server)
+            targets[side] = servers.enter_context(_entry(project, running[side], scenario))
+        if scenario.before_runs is not None:
+            extra = scenario.before_runs(
+                running,
+                seconds=seconds,
+                connections=connections,
+                wrk_cpu=WRK_CPU,
+                progress=progress,
+            )
+        for index in range(scenario.runs + 1):  # the warm-up first, discarded
             for side in sides:
                 task, length = tasks[side][index]
+                pid = running[side].process.pid
+                before = svc.process_cpu_s(pid) if scenario.cpu_per_run else 0.0
                 results[side].append(
                     _run(targets[side], scenario, task, length, progress, connections)
                 )
-    return {side: Side(runs=tuple(results[side][1:])) for side in sides}
+                if scenario.cpu_per_run and index > 0:
+                    cpu_s[side].append(svc.process_cpu_s(pid) - before)
+    measured = {side: Side(runs=tuple(results[side][1:])) for side in sides}
+    return measured, extra, cpu_s
+
+
+def _baseline_server(
+    project: svc.Project, scenario: Scenario, extra_env: Mapping[str, str]
+) -> AbstractContextManager[svc.RunningServer]:
+    """The bare app, or the service itself with the scenario's baseline settings."""
+    if scenario.baseline_settings is None:
+        return svc.baseline(project, scenario.baseline_app, extra_env, workers=scenario.workers)
+    env = {
+        **extra_env,
+        **{project.env_prefix + name: value for name, value in scenario.baseline_settings},
+    }
+    return svc.service(project, env, workers=scenario.workers, name="baseline")
 
 
 def _run(
