@@ -109,6 +109,21 @@ def quiet_console() -> tuple[Console, io.StringIO]:
     return Console(file=out, width=200, color_system=None), out
 
 
+def refused(dest: Path, scenarios: list[str], *, duration: float = 1) -> tuple[int, str]:
+    """`run_loadtest` as a usage error stops it: the exit code and what it printed."""
+    console, out = quiet_console()
+    code = run_loadtest(
+        dest,
+        scenarios,
+        duration=duration,
+        connections=1,
+        json_path=None,
+        min_ratio=None,
+        console=console,
+    )
+    return code, out.getvalue()
+
+
 def result(rps: float, p99_ms: float, errors: int = 0) -> WrkResult:
     return WrkResult(
         requests=int(rps),
@@ -132,34 +147,16 @@ def _no_database_url(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_unknown_scenario_lists_the_known_ones(tmp_path: Path) -> None:
-    console, out = quiet_console()
-    code = run_loadtest(
-        tmp_path,
-        ["health", "nope"],
-        duration=1,
-        connections=1,
-        json_path=None,
-        min_ratio=None,
-        console=console,
-    )
+    code, printed = refused(tmp_path, ["health", "nope"])
     assert code == 2
-    assert "unknown scenario nope; known: health" in out.getvalue()
+    assert "unknown scenario nope; known: health" in printed
 
 
 @needs_load_tools
 def test_a_plain_directory_is_not_a_project(tmp_path: Path) -> None:
-    console, out = quiet_console()
-    code = run_loadtest(
-        tmp_path,
-        ["health"],
-        duration=1,
-        connections=1,
-        json_path=None,
-        min_ratio=None,
-        console=console,
-    )
+    code, printed = refused(tmp_path, ["health"])
     assert code == 2
-    assert "is not a generated project" in out.getvalue()
+    assert "is not a generated project" in printed
 
 
 def test_missing_wrk_prints_the_install_command(
@@ -167,33 +164,15 @@ def test_missing_wrk_prints_the_install_command(
 ) -> None:
     real_which = shutil.which
     monkeypatch.setattr(shutil, "which", lambda tool: None if tool == "wrk" else real_which(tool))
-    console, out = quiet_console()
-    code = run_loadtest(
-        write_project(tmp_path, features=[]),
-        ["health"],
-        duration=1,
-        connections=1,
-        json_path=None,
-        min_ratio=None,
-        console=console,
-    )
+    code, printed = refused(write_project(tmp_path, features=[]), ["health"])
     assert code == 2
-    assert "sudo apt-get install -y wrk" in out.getvalue()
+    assert "sudo apt-get install -y wrk" in printed
 
 
 def test_sub_second_duration_is_refused(tmp_path: Path) -> None:
-    console, out = quiet_console()
-    code = run_loadtest(
-        tmp_path,
-        ["health"],
-        duration=0.4,
-        connections=1,
-        json_path=None,
-        min_ratio=None,
-        console=console,
-    )
+    code, printed = refused(tmp_path, ["health"], duration=0.4)
     assert code == 2
-    assert "at least 1 s" in out.getvalue()
+    assert "at least 1 s" in printed
 
 
 # --- figures ---------------------------------------------------------------------------------
@@ -449,18 +428,9 @@ def render_sample(tmp_path_factory: pytest.TempPathFactory, slug: str, features:
 def test_a_scenario_needing_a_missing_feature_is_a_usage_error(
     tmp_path: Path, features: list[str], scenario: str, missing: str
 ) -> None:
-    console, out = quiet_console()
-    code = run_loadtest(
-        write_project(tmp_path, features=features),
-        [scenario],
-        duration=1,
-        connections=1,
-        json_path=None,
-        min_ratio=None,
-        console=console,
-    )
+    code, printed = refused(write_project(tmp_path, features=features), [scenario])
     assert code == 2
-    assert f"scenario {scenario} needs the {missing} feature" in out.getvalue()
+    assert f"scenario {scenario} needs the {missing} feature" in printed
 
 
 def load_rendered_sample(
