@@ -120,7 +120,8 @@ class PostgresPool:
         self._claims = 0
         # Wraps each acquire, e.g. a circuit breaker's guard (resilience/db_breaker.py).
         self._acquire_guard = acquire_guard
-        # Backend pids of checked-out connections whose statement_timeout was shortened.
+        # Backend pids of checked-out connections whose statement_timeout was shortened;
+        # `give_back` drops each one, so the set holds only connections in use.
         self._shortened: set[int] = set()
 
     @property
@@ -155,9 +156,7 @@ class PostgresPool:
     async def _restore(self, connection: asyncpg.Connection) -> None:
         """The "transaction" reset: asyncpg has rolled back an open transaction already; undo
         the shortened statement_timeout, the only session setting this module changes."""
-        pid = connection.get_server_pid()
-        if pid in self._shortened:
-            self._shortened.discard(pid)
+        if connection.get_server_pid() in self._shortened:
             # RESET returns to the startup packet's value (server_settings above).
             await connection.execute("RESET statement_timeout")
 
@@ -296,6 +295,9 @@ class PostgresPool:
 
     async def give_back(self, pool: asyncpg.Pool, connection: Connection) -> None:
         """Return a connection `checkout` gave; never raises an error of its own."""
+        # Read before the release, which ends the proxy; dropped after it, whatever happened,
+        # so a terminated connection's pid does not stay behind (nor any in `full` mode).
+        shortened = connection.get_server_pid() if self._shortened else None
         try:
             # asyncpg shields the release from cancellation.
             await pool.release(connection)
@@ -305,6 +307,8 @@ class PostgresPool:
             logger.debug("releasing a database connection failed", exc_info=True)
         finally:
             self._claims -= 1
+            if shortened is not None:
+                self._shortened.discard(shortened)
 
     async def read(self, query: Callable[[Connection], Awaitable[T]]) -> T:
         """Run an idempotent read; after a connection-level error, once more on a fresh one."""
