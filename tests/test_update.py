@@ -1,22 +1,26 @@
-"""`copier update` from every listed earlier version keeps the user's edits and equals a fresh copy.
+"""Versions: one in pyproject.toml, named by CHANGELOG.md, and updates from each listed one.
 
-The template is cloned to a temp dir, its listed commits tagged there, and a project copied at
-each old tag is edited like a user would (a new route, a changed setting, a deleted example
-file), committed, and updated to the working tree with `bulwark update`.
+`copier update` from every version in update_versions.txt keeps the user's edits and equals a
+fresh copy: the template is cloned to a temp dir, the listed commits tagged there as releases
+are, and a project copied at each old tag is edited like a user would (a new route, a changed
+setting, a deleted example file), committed, and updated to the working tree with
+`bulwark update`.
 """
 
 import os
+import re
 import subprocess
+import tomllib
 from pathlib import Path
 
 import copier
 import pytest
+import yaml
 from conftest import REPO_ROOT
 from gitrepo import commit_all, copy_working_tree, git, tree
+from packaging.version import Version
 
 from generator.cli import main
-
-pytestmark = pytest.mark.slow
 
 VERSIONS = [
     tuple(line.split())
@@ -25,14 +29,13 @@ VERSIONS = [
     .splitlines()
     if line.strip() and not line.startswith("#")
 ]
-# Answers every listed version understands (features added later are not offered by them).
-ANSWER_SETS: dict[str, dict[str, object]] = {
-    "bare": {"targets": [], "features": []},
-    "everything-then": {
-        "targets": ["docker", "kubernetes", "systemd", "nginx"],
-        "features": ["postgres"],
-    },
-}
+# Release headings, newest first: "## [1.2.0] - 2026-12-01".
+RELEASED = re.findall(
+    r"^## \[(\S+)\] - \d{4}-\d{2}-\d{2}$",
+    (REPO_ROOT / "CHANGELOG.md").read_text(encoding="utf-8"),
+    flags=re.MULTILINE,
+)
+ANSWER_SETS = ("bare", "everything-then")
 PACKAGE = "orders_api"
 EXTRA_ROUTE = f"src/{PACKAGE}/api/reports.py"
 EXTRA_TEST = "tests/test_reports.py"
@@ -47,7 +50,7 @@ def template_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     repo = tmp_path_factory.mktemp("template") / "bulwark"
     subprocess.run(["git", "clone", "-q", str(REPO_ROOT), str(repo)], check=True)
     for commit, version in VERSIONS:
-        git(repo, "tag", version, commit)
+        git(repo, "tag", f"v{version}", commit)
     git(repo, "rm", "-rq", ".")
     copy_working_tree(repo)
     commit_all(repo, "working tree under test")
@@ -82,19 +85,42 @@ def _edit_like_a_user(project: Path) -> None:
     (project / DELETED).unlink()
 
 
+def _answers(repo: Path, ref: str, answer_set: str) -> dict[str, object]:
+    """No target or feature (`bare`), or every target and feature the version at `ref` offers."""
+    if answer_set == "bare":
+        return {"targets": [], "features": []}
+    config = yaml.safe_load(git(repo, "show", f"{ref}:copier.yml"))
+    return {name: list(config[name]["choices"].values()) for name in ("targets", "features")}
+
+
 def _copy(repo: Path, dest: Path, answers: dict[str, object], ref: str) -> None:
     data = {"project_slug": "orders-api", **answers}
     copier.run_copy(str(repo), dest, data=data, defaults=True, vcs_ref=ref, quiet=True)
 
 
+def test_the_newest_release_is_the_version_bulwark_reports(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert sorted(RELEASED, key=Version, reverse=True) == RELEASED
+    pyproject = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+    assert pyproject["project"]["version"] == RELEASED[0]
+    assert main(["--version"]) == 0
+    assert capsys.readouterr().out == f"bulwark {RELEASED[0]}\n"
+
+
+def test_every_version_updated_from_is_a_release_in_the_changelog() -> None:
+    assert [version for _, version in VERSIONS if version not in RELEASED] == []
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("answer_set", ANSWER_SETS)
 @pytest.mark.parametrize(("commit", "version"), VERSIONS, ids=[v for _, v in VERSIONS])
 def test_update_keeps_user_edits_and_equals_a_fresh_copy(
     template_repo: Path, tmp_path: Path, commit: str, version: str, answer_set: str
 ) -> None:
-    answers = ANSWER_SETS[answer_set]
+    answers = _answers(template_repo, f"v{version}", answer_set)
     project = tmp_path / "project"
-    _copy(template_repo, project, answers, version)
+    _copy(template_repo, project, answers, f"v{version}")
     git(project, "init", "-q")
     commit_all(project, f"generated at {version}")
     _edit_like_a_user(project)
@@ -117,10 +143,12 @@ def test_update_keeps_user_edits_and_equals_a_fresh_copy(
     assert files == tree(fresh)
 
 
+@pytest.mark.slow
 def test_an_updated_project_passes_its_own_checks(template_repo: Path, private_dir: Path) -> None:
     _, oldest = VERSIONS[0]
     project = private_dir / "project"
-    _copy(template_repo, project, ANSWER_SETS["everything-then"], oldest)
+    answers = _answers(template_repo, f"v{oldest}", "everything-then")
+    _copy(template_repo, project, answers, f"v{oldest}")
     git(project, "init", "-q")
     commit_all(project, f"generated at {oldest}")
     _edit_like_a_user(project)
