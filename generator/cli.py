@@ -244,6 +244,14 @@ def update(
     defaults: Annotated[
         bool, typer.Option("--defaults", help="Never prompt: keep the recorded answers.")
     ] = False,
+    trust: Annotated[
+        bool,
+        typer.Option(
+            "--trust",
+            help="Let the template run its migrations (commands that carry renamed answers "
+            "and files over); copier refuses an update that needs them otherwise.",
+        ),
+    ] = False,
 ) -> None:
     """Pull template changes into DEST; conflicts are left inline for you to resolve.
 
@@ -265,6 +273,7 @@ def update(
             overwrite=True,
             conflict="inline",
             vcs_ref=vcs_ref,
+            unsafe=trust,
         )
     )
 

@@ -36,6 +36,7 @@ RELEASED = re.findall(
     flags=re.MULTILINE,
 )
 ANSWER_SETS = ("bare", "everything-then")
+RELEASING = (REPO_ROOT / "docs" / "releasing.md").read_text(encoding="utf-8")
 PACKAGE = "orders_api"
 EXTRA_ROUTE = f"src/{PACKAGE}/api/reports.py"
 EXTRA_TEST = "tests/test_reports.py"
@@ -110,6 +111,65 @@ def test_the_newest_release_is_the_version_bulwark_reports(
 
 def test_every_version_updated_from_is_a_release_in_the_changelog() -> None:
     assert [version for _, version in VERSIONS if version not in RELEASED] == []
+
+
+def _example(language: str, marker: str) -> str:
+    """The one fenced `language` block of docs/releasing.md that contains `marker`."""
+    blocks: list[str] = re.findall(
+        rf"^```{language}\n(.*?)^```$", RELEASING, flags=re.MULTILINE | re.DOTALL
+    )
+    [block] = [block for block in blocks if marker in block]
+    return block
+
+
+def test_the_documented_migration_carries_a_renamed_answer_and_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """docs/releasing.md's example, on a small template with the answer and file it renames."""
+    template = tmp_path / "template"
+    (template / "template" / "scripts").mkdir(parents=True)
+    (template / "template" / "{{_copier_conf.answers_file}}.jinja").write_text(
+        "{{ _copier_answers|to_nice_yaml -}}\n", encoding="utf-8"
+    )
+    question = "  type: str\n  multiselect: true\n  choices: [docker, kubernetes]\n  default: []\n"
+    copier_yml = template / "copier.yml"
+    copier_yml.write_text(f"_subdirectory: template\ntargets:\n{question}", encoding="utf-8")
+    devdb = template / "template" / "scripts" / "devdb.py"
+    devdb.write_text('"""Start the development database."""\n', encoding="utf-8")
+    git(template, "init", "-q")
+    commit_all(template, "0.3.0")
+    git(template, "tag", "v0.3.0")
+    git(template, "mv", "template/scripts/devdb.py", "template/scripts/db.py")
+    copier_yml.write_text(
+        f"_subdirectory: template\ndeploy_targets:\n{question}{_example('yaml', '_migrations')}",
+        encoding="utf-8",
+    )
+    (template / "migrations").mkdir()
+    (template / "migrations" / "v0.4.0.py").write_text(
+        _example("python", "0.4.0"), encoding="utf-8"
+    )
+    commit_all(template, "0.4.0")
+    git(template, "tag", "v0.4.0")
+
+    project = tmp_path / "project"
+    copier.run_copy(
+        str(template), project, data={"targets": ["docker"]}, vcs_ref="v0.3.0", quiet=True
+    )
+    git(project, "init", "-q")
+    owners_line = "PORT = 5433  # the owner's edit\n"
+    with (project / "scripts" / "devdb.py").open("a", encoding="utf-8") as script:
+        script.write(owners_line)
+    commit_all(project, "generated at 0.3.0, edited")
+    update = ["update", str(project), "--defaults", "--vcs-ref", "v0.4.0"]
+
+    assert main(update) == 2
+    assert "--trust" in capsys.readouterr().err
+    assert main([*update, "--trust"]) == 0
+
+    answers = yaml.safe_load((project / ".copier-answers.yml").read_text(encoding="utf-8"))
+    assert (answers["deploy_targets"], "targets" in answers) == (["docker"], False)
+    assert not (project / "scripts" / "devdb.py").exists()
+    assert owners_line in (project / "scripts" / "db.py").read_text(encoding="utf-8")
 
 
 @pytest.mark.slow
