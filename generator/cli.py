@@ -1,7 +1,8 @@
 """The `bulwark` command: presets, early validation and flags over copier's copy and update.
 
 It never renders a file itself, so whatever it makes, plain `copier copy`/`copier update` can
-make too. Exit codes: 0 ok, 1 a run failed (e.g. a load-test ratio), 2 usage or invalid answers.
+make too; `new` then commits the result to a fresh git repository, which `copier update` needs.
+Exit codes: 0 ok, 1 a run failed (e.g. a load-test ratio), 2 usage or invalid answers.
 """
 
 import shlex
@@ -13,6 +14,7 @@ from typing import Annotated
 
 import copier
 import typer
+import yaml
 from copier.errors import UnsafeTemplateError, UserMessageError
 from rich.console import Console
 from rich.table import Table
@@ -76,6 +78,64 @@ def _run_copier(action: Callable[[], object]) -> None:
         raise _refuse([str(error)]) from None
 
 
+def _git(dest: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["git", "-C", str(dest), *args], capture_output=True, text=True, check=False
+    )
+
+
+def _identity(dest: Path, answers: dict[str, str]) -> list[str]:
+    """Git options naming the author: git's own identity if it has one, else the answers'.
+
+    A machine with no `user.name`/`user.email` (a fresh container, CI) would make
+    `git commit` fail; the project's author is the next best name for its first commit.
+    """
+    if all(_git(dest, "config", key).stdout.strip() for key in ("user.name", "user.email")):
+        return []
+    return [
+        "-c",
+        f"user.name={answers['author_name']}",
+        "-c",
+        f"user.email={answers['author_email']}",
+    ]
+
+
+def _commit_rendered(dest: Path) -> None:
+    """Make DEST a git repository holding the rendered tree as its first commit.
+
+    `copier update` needs the project in git to tell the owner's edits from the template's.
+    The branch is main, the one the generated CI workflow runs on; hooks are skipped since
+    the commit is copier's output as rendered, not the owner's work.
+    """
+    answers = yaml.safe_load((dest / ".copier-answers.yml").read_text(encoding="utf-8"))
+    revision = f" at {answers['_commit']}" if "_commit" in answers else ""
+    message = (
+        f"Generate {answers['project_name']} from the Bulwark template\n\n"
+        f"Rendered by `bulwark new` from {answers['_src_path']}{revision}.\n"
+        "Pull template upgrades with `bulwark update` (or `copier update`).\n"
+    )
+
+    def run(*args: str) -> None:
+        if (done := _git(dest, *args)).returncode != 0:
+            err.print(
+                f"{dest}: rendered, but git failed; commit the tree yourself before "
+                "`bulwark update`:",
+                done.stderr.strip(),
+                markup=False,
+                highlight=False,
+                soft_wrap=True,
+            )
+            raise typer.Exit(1)
+
+    run("init", "-q", "-b", "main")
+    run("add", "--all")
+    # Read after `init`: a parent repository's own identity no longer applies inside DEST.
+    run(*_identity(dest, answers), "commit", "-q", "--no-verify", "-m", message)
+    out.print(
+        f"{dest}: a git repository on branch main, the rendered tree committed.", soft_wrap=True
+    )
+
+
 @app.command()
 def new(
     dest: Annotated[Path, typer.Argument(help="Directory to create the service in.")],
@@ -117,6 +177,14 @@ def new(
         str | None,
         typer.Option(help="Template git ref; copier's default is the latest tag, else HEAD."),
     ] = None,
+    use_git: Annotated[
+        bool,
+        typer.Option(
+            "--git/--no-git",
+            help="Make DEST a git repository with the rendered tree as its first commit "
+            "(skipped when DEST already is one).",
+        ),
+    ] = True,
 ) -> None:
     """Generate a service in DEST; answers are checked before anything is written."""
     try:
@@ -130,6 +198,7 @@ def new(
         raise _refuse([f"{dest}: exists and is not a directory"])
     if dest.is_dir() and any(dest.iterdir()) and not overwrite:
         raise _refuse([f"{dest}: exists and is not empty (pass --overwrite to render into it)"])
+    already_a_repository = (dest / ".git").exists()
     _run_copier(
         lambda: copier.run_copy(
             str(REPO_ROOT),
@@ -140,6 +209,15 @@ def new(
             vcs_ref=vcs_ref,
         )
     )
+    if not use_git:
+        return
+    if already_a_repository:
+        out.print(
+            f"{dest}: already a git repository; review and commit the rendered files.",
+            soft_wrap=True,
+        )
+        return
+    _commit_rendered(dest)
 
 
 @app.command()
@@ -156,12 +234,6 @@ def presets() -> None:
     out.print(table)
 
 
-def _git(dest: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        ["git", "-C", str(dest), *args], capture_output=True, text=True, check=False
-    )
-
-
 @app.command()
 def update(
     dest: Annotated[Path, typer.Argument(help="The generated service to update.")] = Path("."),
@@ -171,6 +243,14 @@ def update(
     ] = None,
     defaults: Annotated[
         bool, typer.Option("--defaults", help="Never prompt: keep the recorded answers.")
+    ] = False,
+    trust: Annotated[
+        bool,
+        typer.Option(
+            "--trust",
+            help="Let the template run its migrations (commands that carry renamed answers "
+            "and files over); copier refuses an update that needs them otherwise.",
+        ),
     ] = False,
 ) -> None:
     """Pull template changes into DEST; conflicts are left inline for you to resolve.
@@ -193,6 +273,7 @@ def update(
             overwrite=True,
             conflict="inline",
             vcs_ref=vcs_ref,
+            unsafe=trust,
         )
     )
 

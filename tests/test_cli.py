@@ -61,6 +61,77 @@ def test_new_renders_a_preset(build_dir: Path) -> None:
     assert (dest / "README.md").is_file()
 
 
+@pytest.fixture
+def git_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A global git config of the test's own, empty until the test writes to it.
+
+    Nothing of the machine's identity (system or global config, environment) reaches git.
+    """
+    config = tmp_path / "gitconfig"
+    config.touch()
+    monkeypatch.setenv("GIT_CONFIG_GLOBAL", str(config))
+    monkeypatch.setenv("GIT_CONFIG_NOSYSTEM", "1")
+    for name in ("NAME", "EMAIL"):
+        monkeypatch.delenv(f"GIT_AUTHOR_{name}", raising=False)
+        monkeypatch.delenv(f"GIT_COMMITTER_{name}", raising=False)
+    monkeypatch.delenv("EMAIL", raising=False)
+    return config
+
+
+def _history(repo: Path) -> list[str]:
+    """Each commit as "author <email> | committer <email> | subject", newest first."""
+    return git(repo, "log", "--format=%an <%ae> | %cn <%ce> | %s").splitlines()
+
+
+def test_new_commits_the_tree_as_the_answers_author_when_git_has_no_identity(
+    build_dir: Path, git_config: Path
+) -> None:
+    dest = build_dir / "svc"
+    author = ["-d", "author_name=Orders Team", "-d", "author_email=orders@example.com"]
+    assert (
+        main(["new", str(dest), "--preset", "minimal", *author, "--defaults", *WORKING_TREE]) == 0
+    )
+    assert git(dest, "status", "--porcelain") == ""
+    assert git(dest, "branch", "--show-current") == "main\n"
+    who = "Orders Team <orders@example.com>"
+    assert _history(dest) == [f"{who} | {who} | Generate Orders API from the Bulwark template"]
+    assert ".copier-answers.yml" in git(dest, "ls-files").splitlines()
+
+
+def test_new_commits_as_git_s_own_identity_when_it_has_one(
+    build_dir: Path, git_config: Path
+) -> None:
+    git_config.write_text("[user]\n\tname = Ada\n\temail = ada@example.com\n", encoding="utf-8")
+    dest = build_dir / "svc"
+    assert main(["new", str(dest), "--preset", "minimal", "--defaults", *WORKING_TREE]) == 0
+    assert [line.split(" | ")[:2] for line in _history(dest)] == [
+        ["Ada <ada@example.com>", "Ada <ada@example.com>"]
+    ]
+
+
+def test_new_with_no_git_leaves_no_repository(build_dir: Path) -> None:
+    dest = build_dir / "svc"
+    assert (
+        main(["new", str(dest), "--preset", "minimal", "--defaults", "--no-git", *WORKING_TREE])
+        == 0
+    )
+    assert (dest / ".copier-answers.yml").is_file()
+    assert not (dest / ".git").exists()
+
+
+def test_new_over_an_existing_repository_leaves_the_files_to_review(
+    build_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    git(build_dir, "init", "-q")
+    (build_dir / "NOTES.md").write_text("mine\n", encoding="utf-8")
+    commit_all(build_dir, "owner's notes")
+    new = ["new", str(build_dir), "--preset", "minimal", "--defaults", "--overwrite"]
+    assert main([*new, *WORKING_TREE]) == 0
+    assert "review and commit" in capsys.readouterr().out
+    assert [line.split(" | ")[2] for line in _history(build_dir)] == ["owner's notes"]
+    assert "?? .copier-answers.yml" in git(build_dir, "status", "--porcelain").splitlines()
+
+
 def test_new_with_full_preset_equals_plain_copier(build_dir: Path) -> None:
     copier_yml = yaml.safe_load((REPO_ROOT / "copier.yml").read_text(encoding="utf-8"))
     answers = {
@@ -125,20 +196,13 @@ def test_update_refuses_a_dirty_gittree(
     assert "edit.txt" in error
 
 
-def test_update_pulls_template_changes_into_a_clean_project(
-    template_repo: Path, build_dir: Path
+def test_update_pulls_template_changes_into_a_new_project_on_day_one(
+    template_repo: Path, build_dir: Path, monkeypatch: pytest.MonkeyPatch, git_config: Path
 ) -> None:
+    # No git identity on the machine: `new` and `update` both still work.
+    monkeypatch.setattr("generator.cli.REPO_ROOT", template_repo)
     dest = build_dir / "svc"
-    copier.run_copy(
-        str(template_repo),
-        dest,
-        data={"targets": [], "features": []},
-        defaults=True,
-        vcs_ref="HEAD",
-        quiet=True,
-    )
-    git(dest, "init", "-q")
-    commit_all(dest, "generated")
+    assert main(["new", str(dest), "--preset", "minimal", "--defaults", *WORKING_TREE]) == 0
     (template_repo / "template" / "ADDED.md").write_text("new in the template\n", encoding="utf-8")
     commit_all(template_repo, "template change")
 
