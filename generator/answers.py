@@ -20,11 +20,15 @@ COPIER_YML = REPO_ROOT / "copier.yml"
 
 # The same patterns and limits as copier.yml's validators (tests/test_questions.py keeps them in
 # step). `\Z`, not `$`: `$` also matches before a trailing line break.
-CONTROL_PATTERN = r"[\x00-\x1f\x7f\x85\u2028\u2029]"
+# Surrogates: what is left of bytes that are not UTF-8 in a command line; no file can hold them.
+CONTROL_PATTERN = r"[\x00-\x1f\x7f\x85\u2028\u2029\ud800-\udfff]"
 SLUG_PATTERN = r"^[a-z](?:[a-z0-9-]*[a-z0-9])?\Z"
-SLUG_MAX_LENGTH = 31
+# Generated code is formatted for names up to this length (longer ones push lines past ruff's
+# 100 columns).
+NAME_MAX_LENGTH = 20
 PACKAGE_PATTERN = r"^[a-z_][a-z0-9_]*\Z"
-EMAIL_PATTERN = r'^[^@\s"\\\x00-\x1f\x7f]+@[^@\s"\\\x00-\x1f\x7f]+\.[^@\s"\\\x00-\x1f\x7f]+\Z'
+_EMAIL_PART = r'[^@\s"\\\x00-\x1f\x7f\ud800-\udfff]+'
+EMAIL_PATTERN = rf"^{_EMAIL_PART}@{_EMAIL_PART}\.{_EMAIL_PART}\Z"
 _HOST = r"[A-Za-z0-9_-]+(?:\.[A-Za-z0-9_-]+)*"
 NGINX_NAME_PATTERN = rf"^(?:(?:\*\.|\.)?{_HOST}|{_HOST}\.\*)\Z"
 MAX_WORKERS = 64
@@ -155,8 +159,8 @@ def _plain_text(name: str, value: object) -> str | None:
     text = str(value)
     if '"' in text or "\\" in text or re.search(CONTROL_PATTERN, text):
         return (
-            f"{name}: must not contain double quotes, backslashes or control characters such as "
-            "line breaks (it is written into generated files as it is)"
+            f"{name}: must not contain double quotes, backslashes, control characters such as "
+            "line breaks, or bytes that are not UTF-8 (it is written into generated files as it is)"
         )
     return None
 
@@ -174,19 +178,25 @@ _slug_shape = _matches(
 _identifier = _matches(PACKAGE_PATTERN, "must be a lowercase Python identifier ([a-z_][a-z0-9_]*)")
 
 
-def _project_slug(name: str, value: object) -> str | None:
-    if len(str(value)) > SLUG_MAX_LENGTH and not _slug_shape(name, value):
+def _too_long(name: str, value: object) -> str | None:
+    if len(str(value)) > NAME_MAX_LENGTH:
         return (
-            f'{name}: "{value}" must be at most {SLUG_MAX_LENGTH} characters '
-            "(systemd names the service's user after it)"
+            f'{name}: "{value}" must be at most {NAME_MAX_LENGTH} characters '
+            "(generated code is formatted for names up to that length)"
         )
-    return _slug_shape(name, value)
+    return None
+
+
+def _project_slug(name: str, value: object) -> str | None:
+    return _slug_shape(name, value) or _too_long(name, value)
 
 
 def _package_name(name: str, value: object) -> str | None:
+    if problem := _identifier(name, value) or _too_long(name, value):
+        return problem
     if keyword.iskeyword(str(value)):
         return f'{name}: "{value}" is a Python keyword, which cannot be imported'
-    return _identifier(name, value)
+    return None
 
 
 def _systemd_workers(name: str, value: object) -> str | None:

@@ -14,9 +14,9 @@ from generator.answers import (
     CONTROL_PATTERN,
     EMAIL_PATTERN,
     MAX_WORKERS,
+    NAME_MAX_LENGTH,
     NGINX_NAME_PATTERN,
     PACKAGE_PATTERN,
-    SLUG_MAX_LENGTH,
     SLUG_PATTERN,
     AnswerError,
     merge,
@@ -46,19 +46,25 @@ REFUSED = [
     pytest.param({"author_name": "next\x85line"}, ["author_name"], id="author-next-line"),
     pytest.param({"project_name": "line\u2028sep"}, ["project_name"], id="name-line-separator"),
     pytest.param({"description": "para\u2029sep"}, ["description"], id="description-para-sep"),
+    pytest.param({"author_name": "not-utf8\udcff"}, ["author_name"], id="author-surrogate"),
     pytest.param({"project_slug": "1bad"}, ["project_slug"], id="slug-digit-first"),
     pytest.param({"project_slug": "Bad"}, ["project_slug"], id="slug-uppercase"),
     pytest.param({"project_slug": "bad_slug"}, ["project_slug"], id="slug-underscore"),
     pytest.param({"project_slug": "evil\n"}, ["project_slug"], id="slug-trailing-newline"),
     pytest.param({"project_slug": "evil-"}, ["project_slug"], id="slug-trailing-dash"),
     pytest.param(
-        {"project_slug": "a" * (SLUG_MAX_LENGTH + 1)},
-        ["project_slug", f"at most {SLUG_MAX_LENGTH}"],
+        {"project_slug": "a" * (NAME_MAX_LENGTH + 1)},
+        ["project_slug", f"at most {NAME_MAX_LENGTH}"],
         id="slug-too-long",
     ),
     pytest.param({"package_name": "9x"}, ["package_name"], id="package-digit-first"),
     pytest.param({"package_name": "evil\n"}, ["package_name"], id="package-trailing-newline"),
     pytest.param({"package_name": "class"}, ["package_name", "keyword"], id="package-keyword"),
+    pytest.param(
+        {"package_name": "p" * (NAME_MAX_LENGTH + 1)},
+        ["package_name", f"at most {NAME_MAX_LENGTH}"],
+        id="package-too-long",
+    ),
     pytest.param({"author_email": "nope"}, ["author_email"], id="email-without-at"),
     pytest.param({"author_email": 'a"b@example.com'}, ["author_email"], id="email-quote"),
     pytest.param({"author_email": "a\\b@example.com"}, ["author_email"], id="email-backslash"),
@@ -99,7 +105,8 @@ REFUSED = [
 ACCEPTED = [
     pytest.param({"project_slug": "a"}, id="slug-one-letter"),
     pytest.param({"project_slug": "a-1", "package_name": "_a1"}, id="slug-and-package"),
-    pytest.param({"project_slug": "a" * SLUG_MAX_LENGTH}, id="slug-longest"),
+    pytest.param({"project_slug": "a" * NAME_MAX_LENGTH}, id="slug-longest"),
+    pytest.param({"package_name": "p" * NAME_MAX_LENGTH}, id="package-longest"),
     pytest.param({"package_name": "match"}, id="package-soft-keyword"),
     pytest.param({"author_email": "a@b.co"}, id="email"),
     pytest.param({"author_email": "ünï+tag@example.com"}, id="email-unicode"),
@@ -177,7 +184,8 @@ def validator_constants(question: str) -> list[object]:
 
 
 def test_limits_are_copier_ymls() -> None:
-    assert SLUG_MAX_LENGTH in validator_constants("project_slug")
+    assert NAME_MAX_LENGTH in validator_constants("project_slug")
+    assert NAME_MAX_LENGTH in validator_constants("package_name")
     assert MAX_WORKERS in validator_constants("systemd_workers")
     # Lowercase keywords only: the identifier pattern already refuses True, None and False.
     assert [word for word in keyword.kwlist if word.islower()] in validator_constants(
