@@ -304,8 +304,9 @@ def render(template: Path, dest: Path, answers: Mapping[str, object]) -> None:
 
 
 def tree(root: Path) -> dict[str, str]:
+    # Bytes decoded as they are: read_text() would turn a lone \r into \n.
     return {
-        str(path.relative_to(root)): path.read_text(encoding="utf-8")
+        str(path.relative_to(root)): path.read_bytes().decode("utf-8")
         for path in sorted(root.rglob("*"))
         if path.is_file()
     }
@@ -378,16 +379,16 @@ def check_render(
     def put(text: str) -> str:
         return swap.sub(lambda match: real[match.group(0)], text)
 
-    expected = {put(path): put(text) for path, text in sentinel_trees(choices).items()}
-    expected.pop(".copier-answers.yml")
-    assert sorted(rendered) == sorted(expected)
+    sentinel = {put(path): text for path, text in sentinel_trees(choices).items()}
+    sentinel.pop(".copier-answers.yml")
+    assert sorted(rendered) == sorted(sentinel)
     for path, text in rendered.items():
         tally.files_compared += 1
         # splitlines() breaks at every line boundary any reader knows (\r, \x85, \u2028, ...).
-        injected = len(text.splitlines()) - len(expected[path].splitlines())
+        injected = len(text.splitlines()) - len(sentinel[path].splitlines())
         tally.injected_lines += abs(injected)
         assert injected == 0, f"{path}: {injected:+d} lines"
-        assert text == expected[path], path
+        assert text == put(sentinel[path]), path
     slug = str(recorded["project_slug"])
     assert systemd_problems(dest / f"deploy/systemd/{slug}.service") == []
     nginx_accepts(dest, slug, certificate, dest.parent / f"{dest.name}-nginx")
@@ -460,6 +461,30 @@ def test_long_package_name_passes_nginx(certificate: Path, tmp_path: Path) -> No
     rendered.write_text(jinja2.Template(site.read_text(encoding="utf-8")).render(answers))
     assert "p" * 80 in rendered.read_text()
     nginx_accepts(tmp_path / "svc", "xslugx", certificate, tmp_path / "nginx")
+
+
+def test_the_oracle_sees_an_injected_line(
+    template: Path,
+    scratch: Callable[[], Path],
+    sentinel_trees: Callable[[int], dict[str, str]],
+    certificate: Path,
+    tmp_path: Path,
+) -> None:
+    """With project_name's validator taken out, the reported exploit renders and is caught."""
+    unguarded = tmp_path / "unguarded"
+    shutil.copytree(template, unguarded)
+    config = yaml.safe_load((unguarded / "copier.yml").read_text(encoding="utf-8"))
+    del config["project_name"]["validator"]
+    (unguarded / "copier.yml").write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
+    answers = {
+        **CHOICES[1],
+        **SENTINELS,
+        "project_name": "Evil\r[Service]\rExecStartPre=+/usr/bin/touch /x",
+    }
+    dest = scratch()
+    render(unguarded, dest, answers)
+    with pytest.raises(AssertionError, match=r"\+2 lines"):
+        check_render(dest, answers, 1, sentinel_trees, certificate, Tally())
 
 
 def answer_sets(strategies: Mapping[str, st.SearchStrategy[object]]) -> st.SearchStrategy:
