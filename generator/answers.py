@@ -7,6 +7,7 @@ copier's job: only answers given explicitly are checked here.
 
 import functools
 import json
+import keyword
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -17,10 +18,20 @@ import yaml
 REPO_ROOT = Path(__file__).resolve().parent.parent
 COPIER_YML = REPO_ROOT / "copier.yml"
 
-# The same patterns as copier.yml's validators (tests/test_questions.py keeps them in step).
-SLUG_PATTERN = r"^[a-z][a-z0-9-]*$"
-PACKAGE_PATTERN = r"^[a-z_][a-z0-9_]*$"
-EMAIL_PATTERN = r"^[^@\s]+@[^@\s]+\.[^@\s]+$"
+# The same patterns and limits as copier.yml's validators (tests/test_questions.py keeps them in
+# step). `\Z`, not `$`: `$` also matches before a trailing line break.
+# Surrogates: what is left of bytes that are not UTF-8 in a command line; no file can hold them.
+CONTROL_PATTERN = r"[\x00-\x1f\x7f\x85\u2028\u2029\ud800-\udfff]"
+SLUG_PATTERN = r"^[a-z](?:[a-z0-9-]*[a-z0-9])?\Z"
+# Generated code is formatted for names up to this length (longer ones push lines past ruff's
+# 100 columns).
+NAME_MAX_LENGTH = 20
+PACKAGE_PATTERN = r"^[a-z_][a-z0-9_]*\Z"
+_EMAIL_PART = r'[^@\s"\\\x00-\x1f\x7f\ud800-\udfff]+'
+EMAIL_PATTERN = rf"^{_EMAIL_PART}@{_EMAIL_PART}\.{_EMAIL_PART}\Z"
+_HOST = r"[A-Za-z0-9_-]+(?:\.[A-Za-z0-9_-]+)*"
+NGINX_NAME_PATTERN = rf"^(?:(?:\*\.|\.)?{_HOST}|{_HOST}\.\*)\Z"
+MAX_WORKERS = 64
 
 
 class AnswerError(ValueError):
@@ -144,12 +155,13 @@ def _matches(pattern: str, rule: str) -> Callable[[str, object], str | None]:
     return check
 
 
-_UNSAFE_IN_STRINGS = ('"', "\\", "\n")
-
-
 def _plain_text(name: str, value: object) -> str | None:
-    if any(character in str(value) for character in _UNSAFE_IN_STRINGS):
-        return f"{name}: must not contain double quotes, backslashes or line breaks"
+    text = str(value)
+    if '"' in text or "\\" in text or re.search(CONTROL_PATTERN, text):
+        return (
+            f"{name}: must not contain double quotes, backslashes, control characters such as "
+            "line breaks, or bytes that are not UTF-8 (it is written into generated files as it is)"
+        )
     return None
 
 
@@ -157,6 +169,57 @@ def _project_name(name: str, value: object) -> str | None:
     if not str(value).strip():
         return f"{name}: must not be empty"
     return _plain_text(name, value)
+
+
+_slug_shape = _matches(
+    SLUG_PATTERN,
+    "must be lowercase, start with a letter, end with a letter or digit and use only [a-z0-9-]",
+)
+_identifier = _matches(PACKAGE_PATTERN, "must be a lowercase Python identifier ([a-z_][a-z0-9_]*)")
+
+
+def _too_long(name: str, value: object) -> str | None:
+    if len(str(value)) > NAME_MAX_LENGTH:
+        return (
+            f'{name}: "{value}" must be at most {NAME_MAX_LENGTH} characters '
+            "(generated code is formatted for names up to that length)"
+        )
+    return None
+
+
+def _project_slug(name: str, value: object) -> str | None:
+    return _slug_shape(name, value) or _too_long(name, value)
+
+
+def _package_name(name: str, value: object) -> str | None:
+    if problem := _identifier(name, value) or _too_long(name, value):
+        return problem
+    if keyword.iskeyword(str(value)):
+        return f'{name}: "{value}" is a Python keyword, which cannot be imported'
+    return None
+
+
+def _systemd_workers(name: str, value: object) -> str | None:
+    # int(), as copier casts an int question's answer; copier's own refusal of a non-number
+    # does not name the question, so this one must.
+    try:
+        workers = value if isinstance(value, int) else int(str(value))
+    except ValueError:
+        workers = None
+    if workers is None or not 0 <= workers <= MAX_WORKERS:
+        shown = value if workers is None else workers
+        return f"{name}: must be between 0 (one per CPU core) and {MAX_WORKERS}, got {shown}"
+    return None
+
+
+def _server_names(name: str, value: object) -> str | None:
+    # Split on single spaces: a doubled, leading or trailing space leaves an empty name.
+    if all(re.search(NGINX_NAME_PATTERN, part) for part in str(value).split(" ")):
+        return None
+    return (
+        f'{name}: "{value}" must be host names separated by single spaces '
+        "(wildcards as *.example.com, .example.com or www.example.*)"
+    )
 
 
 def _kubernetes_needs_docker(name: str, value: object) -> str | None:
@@ -174,12 +237,13 @@ _RULES: Mapping[str, Callable[[str, object], str | None]] = {
     "project_name": _project_name,
     "description": _plain_text,
     "author_name": _plain_text,
-    "project_slug": _matches(
-        SLUG_PATTERN, "must be lowercase, start with a letter and use only [a-z0-9-]"
+    "project_slug": _project_slug,
+    "package_name": _package_name,
+    "author_email": _matches(
+        EMAIL_PATTERN,
+        "is not an email address (no spaces, quotes, backslashes or control characters)",
     ),
-    "package_name": _matches(
-        PACKAGE_PATTERN, "must be a lowercase Python identifier ([a-z_][a-z0-9_]*)"
-    ),
-    "author_email": _matches(EMAIL_PATTERN, "is not an email address"),
     "targets": _kubernetes_needs_docker,
+    "systemd_workers": _systemd_workers,
+    "nginx_server_name": _server_names,
 }

@@ -1,5 +1,6 @@
 """copier.yml's validators refuse bad answers with nothing written; answers.py agrees with them."""
 
+import keyword
 from pathlib import Path
 
 import copier
@@ -10,7 +11,11 @@ from conftest import REPO_ROOT
 from jinja2 import nodes
 
 from generator.answers import (
+    CONTROL_PATTERN,
     EMAIL_PATTERN,
+    MAX_WORKERS,
+    NAME_MAX_LENGTH,
+    NGINX_NAME_PATTERN,
     PACKAGE_PATTERN,
     SLUG_PATTERN,
     AnswerError,
@@ -29,11 +34,67 @@ REFUSED = [
     pytest.param({"project_name": 'A "quoted" name'}, ["project_name"], id="name-quote"),
     pytest.param({"description": "back\\slash"}, ["description"], id="description-backslash"),
     pytest.param({"author_name": "two\nlines"}, ["author_name"], id="author-line-break"),
+    # A bare carriage return ends a line for systemd: this one would add a root command.
+    pytest.param(
+        {"project_name": "Evil\r[Service]\rExecStartPre=+/usr/bin/touch /x"},
+        ["project_name", "control characters"],
+        id="name-carriage-return",
+    ),
+    pytest.param({"project_name": "tab\there"}, ["project_name"], id="name-tab"),
+    pytest.param({"description": "nul\x00"}, ["description"], id="description-nul"),
+    pytest.param({"description": "del\x7f"}, ["description"], id="description-del"),
+    pytest.param({"author_name": "next\x85line"}, ["author_name"], id="author-next-line"),
+    pytest.param({"project_name": "line\u2028sep"}, ["project_name"], id="name-line-separator"),
+    pytest.param({"description": "para\u2029sep"}, ["description"], id="description-para-sep"),
+    pytest.param({"author_name": "not-utf8\udcff"}, ["author_name"], id="author-surrogate"),
     pytest.param({"project_slug": "1bad"}, ["project_slug"], id="slug-digit-first"),
     pytest.param({"project_slug": "Bad"}, ["project_slug"], id="slug-uppercase"),
     pytest.param({"project_slug": "bad_slug"}, ["project_slug"], id="slug-underscore"),
+    pytest.param({"project_slug": "evil\n"}, ["project_slug"], id="slug-trailing-newline"),
+    pytest.param({"project_slug": "evil-"}, ["project_slug"], id="slug-trailing-dash"),
+    pytest.param(
+        {"project_slug": "a" * (NAME_MAX_LENGTH + 1)},
+        ["project_slug", f"at most {NAME_MAX_LENGTH}"],
+        id="slug-too-long",
+    ),
     pytest.param({"package_name": "9x"}, ["package_name"], id="package-digit-first"),
+    pytest.param({"package_name": "evil\n"}, ["package_name"], id="package-trailing-newline"),
+    pytest.param({"package_name": "class"}, ["package_name", "keyword"], id="package-keyword"),
+    pytest.param(
+        {"package_name": "p" * (NAME_MAX_LENGTH + 1)},
+        ["package_name", f"at most {NAME_MAX_LENGTH}"],
+        id="package-too-long",
+    ),
     pytest.param({"author_email": "nope"}, ["author_email"], id="email-without-at"),
+    pytest.param({"author_email": 'a"b@example.com'}, ["author_email"], id="email-quote"),
+    pytest.param({"author_email": "a\\b@example.com"}, ["author_email"], id="email-backslash"),
+    pytest.param({"author_email": "a@example.com\n"}, ["author_email"], id="email-newline"),
+    pytest.param({"author_email": "a\x01@example.com"}, ["author_email"], id="email-control"),
+    pytest.param(
+        {"targets": ["nginx"], "nginx_server_name": "api.example.com\n"},
+        ["nginx_server_name"],
+        id="server-name-newline",
+    ),
+    pytest.param(
+        {"targets": ["nginx"], "nginx_server_name": "a  b"},
+        ["nginx_server_name"],
+        id="server-name-double-space",
+    ),
+    pytest.param(
+        {"targets": ["nginx"], "nginx_server_name": "*.example.*"},
+        ["nginx_server_name"],
+        id="server-name-two-wildcards",
+    ),
+    pytest.param(
+        {"targets": ["nginx"], "nginx_server_name": "a*b"},
+        ["nginx_server_name"],
+        id="server-name-inner-wildcard",
+    ),
+    pytest.param(
+        {"targets": ["systemd"], "systemd_workers": MAX_WORKERS + 1},
+        ["systemd_workers"],
+        id="workers-too-many",
+    ),
     pytest.param(
         {"targets": ["kubernetes"]}, ["targets", "kubernetes", "docker"], id="k8s-without-docker"
     ),
@@ -44,7 +105,16 @@ REFUSED = [
 ACCEPTED = [
     pytest.param({"project_slug": "a"}, id="slug-one-letter"),
     pytest.param({"project_slug": "a-1", "package_name": "_a1"}, id="slug-and-package"),
+    pytest.param({"project_slug": "a" * NAME_MAX_LENGTH}, id="slug-longest"),
+    pytest.param({"package_name": "p" * NAME_MAX_LENGTH}, id="package-longest"),
+    pytest.param({"package_name": "match"}, id="package-soft-keyword"),
     pytest.param({"author_email": "a@b.co"}, id="email"),
+    pytest.param({"author_email": "ünï+tag@example.com"}, id="email-unicode"),
+    pytest.param(
+        {"targets": ["nginx"], "nginx_server_name": "*.example.com .example.org www.example.* _"},
+        id="server-name-wildcards",
+    ),
+    pytest.param({"targets": ["systemd"], "systemd_workers": " 4\n"}, id="workers-padded"),
     pytest.param({"project_name": "Ünïcode it's", "description": "Fast & 'safe'"}, id="text"),
     pytest.param({"targets": ["docker", "kubernetes"]}, id="k8s-with-docker"),
     pytest.param({"targets": [], "features": []}, id="nothing-selected"),
@@ -81,20 +151,74 @@ def test_copier_and_validate_accept(answers: dict[str, object], build_dir: Path)
     assert validate(answers) == []
 
 
-@pytest.mark.parametrize(
-    ("question", "pattern"),
-    [
-        ("project_slug", SLUG_PATTERN),
-        ("package_name", PACKAGE_PATTERN),
-        ("author_email", EMAIL_PATTERN),
-    ],
-)
-def test_patterns_are_copier_ymls(question: str, pattern: str) -> None:
-    # The cases above cannot reach every input; the patterns themselves must not drift.
-    # Parsed as Jinja reads it, so escaping differences in copier.yml do not matter.
+def regex_searches(question: str) -> list[object]:
+    """The patterns a copier.yml validator passes to `regex_search`, in order.
+
+    Parsed as Jinja reads them, so escaping differences in copier.yml do not matter.
+    """
     validator = jinja2.Environment().parse(COPIER_YML[question]["validator"])
     searches = [node for node in validator.find_all(nodes.Filter) if node.name == "regex_search"]
-    assert [search.args[0].as_const() for search in searches] == [pattern]
+    return [search.args[0].as_const() for search in searches]
+
+
+@pytest.mark.parametrize(
+    ("question", "patterns"),
+    [
+        ("project_name", [CONTROL_PATTERN]),
+        ("project_slug", [SLUG_PATTERN]),
+        ("package_name", [PACKAGE_PATTERN]),
+        ("description", [CONTROL_PATTERN]),
+        ("author_name", [CONTROL_PATTERN]),
+        ("author_email", [EMAIL_PATTERN]),
+        ("nginx_server_name", [NGINX_NAME_PATTERN]),
+    ],
+)
+def test_patterns_are_copier_ymls(question: str, patterns: list[str]) -> None:
+    # The cases above cannot reach every input; the patterns themselves must not drift.
+    assert regex_searches(question) == patterns
+
+
+def validator_constants(question: str) -> list[object]:
+    validator = jinja2.Environment().parse(COPIER_YML[question]["validator"])
+    return [node.as_const() for node in validator.find_all((nodes.Const, nodes.List))]
+
+
+def test_limits_are_copier_ymls() -> None:
+    assert NAME_MAX_LENGTH in validator_constants("project_slug")
+    assert NAME_MAX_LENGTH in validator_constants("package_name")
+    assert MAX_WORKERS in validator_constants("systemd_workers")
+    # Lowercase keywords only: the identifier pattern already refuses True, None and False.
+    assert [word for word in keyword.kwlist if word.islower()] in validator_constants(
+        "package_name"
+    )
+
+
+FREE_TEXT = [
+    name
+    for name, spec in COPIER_YML.items()
+    if isinstance(spec, dict)
+    and spec.get("type") == "str"
+    and "choices" not in spec
+    and spec.get("when") is not False
+]
+
+
+@pytest.mark.parametrize("question", FREE_TEXT)
+@pytest.mark.parametrize("breaker", ["\n", "\r", "\x0b", "\x85", "\u2028", "\x00"])
+def test_every_free_text_question_refuses_line_breaks(question: str, breaker: str) -> None:
+    """A question added later without a validator would let a line break through."""
+    assert "validator" in COPIER_YML[question]
+    problems = validate({question: f"ok{breaker}ok.example.com"})
+    assert len(problems) == 1
+    assert problems[0].startswith(f"{question}: ")
+
+
+@pytest.mark.parametrize("workers", ["x", "1.5", ""])
+def test_validate_refuses_workers_copier_cannot_cast(workers: str) -> None:
+    """Copier's own refusal of these (int() failing) does not name the question."""
+    assert validate({"systemd_workers": workers}) == [
+        f"systemd_workers: must be between 0 (one per CPU core) and {MAX_WORKERS}, got {workers}"
+    ]
 
 
 def test_questions_leave_out_settings_and_computed_values() -> None:
