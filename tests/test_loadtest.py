@@ -22,8 +22,10 @@ import pytest
 import yaml
 from rich.console import Console
 
-from generator.harness import loadtest, service
-from generator.harness.loadtest import Side, run_loadtest
+from generator.harness import servers
+from generator.harness.load.runner import run_loadtest
+from generator.harness.load.scenario import RUNS, Side
+from generator.harness.project import Project, ServiceError, database
 from generator.harness.wrk import WrkResult
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -192,36 +194,36 @@ def test_a_relative_dest_is_resolved_before_commands_run_inside_it(
 ) -> None:
     root = write_project(tmp_path, features=[])
     monkeypatch.chdir(root.parent)
-    project = service.Project.load(Path(root.name))
+    project = Project.load(Path(root.name))
     assert project.python == root / ".venv" / "bin" / "python"
 
 
 def test_database_is_started_migrated_and_stopped(tmp_path: Path) -> None:
-    project = service.Project.load(write_project(tmp_path, features=["postgres"]))
-    with service.database(project) as extra_env:
+    project = Project.load(write_project(tmp_path, features=["postgres"]))
+    with database(project) as extra_env:
         assert extra_env == {"DATABASE_URL": FAKE_URL}
         assert calls(tmp_path) == ["devdb url", f"migrate {FAKE_URL}"]
     assert calls(tmp_path)[-1] == "devdb stop"
 
 
 def test_a_database_already_running_is_left_running(tmp_path: Path) -> None:
-    project = service.Project.load(write_project(tmp_path, features=["postgres"]))
+    project = Project.load(write_project(tmp_path, features=["postgres"]))
     pid_file = tmp_path / ".data" / "pgdata" / "postmaster.pid"
     pid_file.parent.mkdir(parents=True)
     pid_file.write_text(f"{os.getpid()}\n{pid_file.parent}\n")
-    with service.database(project):
+    with database(project):
         pass
     assert "devdb stop" not in calls(tmp_path)
 
 
 def test_a_stale_pid_file_does_not_count_as_running(tmp_path: Path) -> None:
-    project = service.Project.load(write_project(tmp_path, features=["postgres"]))
+    project = Project.load(write_project(tmp_path, features=["postgres"]))
     dead = subprocess.Popen(["true"])
     dead.wait()
     pid_file = tmp_path / ".data" / "postmaster.pid"
     pid_file.parent.mkdir()
     pid_file.write_text(f"{dead.pid}\n")
-    with service.database(project):
+    with database(project):
         pass
     assert calls(tmp_path)[-1] == "devdb stop"
 
@@ -230,10 +232,10 @@ def test_failed_migration_still_stops_the_database(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("FAKE_MIGRATE_EXIT", "3")
-    project = service.Project.load(write_project(tmp_path, features=["postgres"]))
+    project = Project.load(write_project(tmp_path, features=["postgres"]))
     with (
-        pytest.raises(service.ServiceError, match="exited with 3"),
-        service.database(project),
+        pytest.raises(ServiceError, match="exited with 3"),
+        database(project),
     ):
         pytest.fail("the body must not run when migrations fail")
     assert calls(tmp_path) == ["devdb url", f"migrate {FAKE_URL}", "devdb stop"]
@@ -243,24 +245,24 @@ def test_an_explicit_database_url_skips_the_embedded_one(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("DATABASE_URL", "postgresql://prod/db")
-    project = service.Project.load(write_project(tmp_path, features=["postgres"]))
-    with service.database(project) as extra_env:
+    project = Project.load(write_project(tmp_path, features=["postgres"]))
+    with database(project) as extra_env:
         assert extra_env == {}
     assert calls(tmp_path) == []
 
 
 @needs_load_tools
 def test_a_server_that_cannot_start_reports_its_output(tmp_path: Path) -> None:
-    project = service.Project.load(write_project(tmp_path, features=[]))
+    project = Project.load(write_project(tmp_path, features=[]))
     with (
-        pytest.raises(service.ServiceError, match="No module named uvicorn"),
-        service.service(project, {}),
+        pytest.raises(ServiceError, match="No module named uvicorn"),
+        servers.service(project, {}),
     ):
         pytest.fail("an interpreter without uvicorn cannot serve")
 
 
 def test_stop_kills_a_server_that_ignores_sigterm(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(service, "STOP_TIMEOUT_S", 0.5)
+    monkeypatch.setattr(servers, "STOP_TIMEOUT_S", 0.5)
     stubborn = subprocess.Popen(
         ["sh", "-c", "trap '' TERM; echo ready; sleep 30"],
         stdout=subprocess.PIPE,
@@ -268,7 +270,7 @@ def test_stop_kills_a_server_that_ignores_sigterm(monkeypatch: pytest.MonkeyPatc
     )
     assert stubborn.stdout is not None
     assert stubborn.stdout.readline() == b"ready\n"  # the trap is set: SIGTERM is ignored
-    service.stop_process(stubborn)
+    servers.stop_process(stubborn)
     stubborn.stdout.close()
     assert stubborn.returncode == -9
 
@@ -338,7 +340,7 @@ def assert_report(report: dict[str, Any]) -> dict[str, Any]:
 
 @pytest.mark.slow
 @pytest.mark.load
-def test_fake_project_end_to_end(
+def test_fake_projectend_to_end(
     fake_project: ProjectFactory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Both sides measured, the database contract honoured, the JSON written."""
@@ -359,7 +361,7 @@ def test_fake_project_end_to_end(
     print(printed)
     assert code == 0, printed
     health = assert_report(json.loads(json_path.read_text()))
-    assert len(health["runs"]["baseline"]) == len(health["runs"]["service"]) == loadtest.RUNS
+    assert len(health["runs"]["baseline"]) == len(health["runs"]["service"]) == RUNS
     assert health["ratio"] >= 0.5  # both sides are bare FastAPI: a tripwire, not a target
     assert calls(project) == ["devdb url", f"migrate {FAKE_URL}", "devdb stop"]
     assert "baseline" in printed
@@ -411,7 +413,7 @@ def render_sample(tmp_path_factory: pytest.TempPathFactory, slug: str, features:
     import copier
 
     dest = tmp_path_factory.mktemp("sample") / slug
-    data = {"project_slug": slug, "targets": [], "features": features}
+    data = {"projectslug": slug, "targets": [], "features": features}
     copier.run_copy(str(REPO_ROOT), dest, data=data, defaults=True, vcs_ref="HEAD", quiet=True)
     return dest
 
@@ -468,7 +470,7 @@ def sample_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.mark.slow
 @pytest.mark.load
 def test_rendered_sample_against_bare_fastapi(sample_project: Path, tmp_path: Path) -> None:
-    """The figure DESIGN.md §8 asks for, on the real template; 0.5 is a tripwire only."""
+    """The headline figure, on the real template; 0.5 is a tripwire only."""
     printed, report = load_rendered_sample(sample_project, ["health"], 2, tmp_path)
     health = assert_report(report)
     assert health["ratio"] >= 0.5, printed
