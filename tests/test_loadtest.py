@@ -265,10 +265,12 @@ def test_either_side_over_a_thousandth_fails_and_under_passes(tmp_path: Path) ->
     failure = health.failure(Outcome(health, many, clean), setup)
     assert failure is not None
     assert failure.startswith("baseline: 0.2% of answers were not 200 (20 x 500); 500s:")
-    sockets = Side(runs=(replace(counted({200: 9_000}), read_errors=900),))
-    assert "socket errors: the server closed" in (
-        health.failure(Outcome(health, clean, sockets), setup) or ""
-    )
+    closed = Side(runs=(replace(counted({200: 9_000}), read_errors=900),))
+    failure = health.failure(Outcome(health, clean, closed), setup) or ""
+    assert "(900 read errors); socket errors: the server closed" in failure
+    slow = Side(runs=(replace(counted({200: 9_000}), timeout_errors=30),))
+    failure = health.failure(Outcome(health, clean, slow), setup) or ""
+    assert "(30 timeout errors); timeouts: answers took over wrk's 2 s" in failure
 
 
 def test_429s_with_the_limit_off_name_the_routes_own_limit(tmp_path: Path) -> None:

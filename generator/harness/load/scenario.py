@@ -343,23 +343,33 @@ class Scenario:
             if measured.error_share <= MAX_ERROR_SHARE:
                 continue
             other = {s: n for s, n in measured.statuses.items() if s not in self.expect}
-            shown = ", ".join(f"{n:,} x {s}" for s, n in other.items())
-            if measured.socket_errors:
-                shown = ", ".join(
-                    filter(None, (shown, f"{measured.socket_errors:,} socket errors"))
-                )
+            sockets = {
+                kind: sum(getattr(run, f"{kind}_errors") for run in measured.runs)
+                for kind in ("connect", "read", "write", "timeout")
+            }
+            shown = ", ".join(
+                [f"{n:,} x {s}" for s, n in other.items()]
+                + [f"{n:,} {kind} errors" for kind, n in sockets.items() if n]
+            )
             problem = (
                 f"{side}: {measured.error_share:.1%} of answers were not "
                 f"{'/'.join(map(str, self.expect))} ({shown})"
             )
-            cause = self.cause(other, measured.socket_errors, bench)
+            cause = self.cause(other, sockets, bench)
             problems.append(f"{problem}; {cause}" if cause else problem)
         return "; ".join(problems) or None
 
-    def cause(self, other: Mapping[int, int], socket_errors: int, bench: Bench) -> str | None:
+    def cause(
+        self, other: Mapping[int, int], sockets: Mapping[str, int], bench: Bench
+    ) -> str | None:
         """The likely reason for the most common unexpected answer, when one is known."""
-        if socket_errors > sum(other.values()):
-            return "socket errors: the server closed or stalled connections"
+        if sum(sockets.values()) > sum(other.values()):
+            if sockets["timeout"] >= sum(sockets.values()) / 2:
+                return (
+                    "timeouts: answers took over wrk's 2 s; the server core is overloaded "
+                    "or shared with other work"
+                )
+            return "socket errors: the server closed or refused connections"
         if not other:
             return None
         status = max(other, key=lambda s: other[s])
