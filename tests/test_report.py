@@ -160,6 +160,19 @@ def test_a_report_without_overload_says_why(tmp_path: Path) -> None:
     assert "overload figures" not in page
 
 
+def test_a_failed_scenario_shows_its_reason_and_no_ratio(tmp_path: Path) -> None:
+    document = fixture_report()
+    reason = "service: 97.2% of answers were not 200 (39,403 x 429); 429s: the default limit"
+    document["scenarios"][3] = {**entry("db-read", 13, 290), "ratio": None, "failed": reason}
+    assert report.verdict(document["scenarios"][3]) == Verdict(f"failed: {reason}", False)
+    _, png_path, page_path = report.write_report(document, tmp_path)
+    png_size(png_path.read_bytes())
+    row = next(r for r in page_path.read_text().split("<tr>") if r.startswith("<td>db-read"))
+    assert "<td>failed</td>" in row
+    assert html.escape(reason) in row
+    assert ">missed</td>" in row
+
+
 # --- --all: what runs and what is skipped ----------------------------------------------------
 
 

@@ -116,7 +116,8 @@ def _rps_bars(axes: Axes, scenarios: Sequence[Mapping[str, Any]]) -> None:
             "generated": ([e["rps"] for e in scenarios], SERVICE_COLOUR),
         },
     )
-    axes.bar_label(service, [f"{_ratio(e)}x" for e in scenarios], fontsize=8)
+    labels = [_ratio(e) + ("" if e.get("ratio") is None else "x") for e in scenarios]
+    axes.bar_label(service, labels, fontsize=8)
     axes.set_title("requests per second (label: generated / bare)", fontsize=10)
     axes.set_ylabel("rps (median run)")
 
