@@ -107,7 +107,7 @@ def run_loadtest(
         "p50/p99 from that run; rps and latency count expected answers only; CPU is the "
         "server's process tree; pair ratios as median (min-max)"
     )
-    document = report(found, outcomes, seconds, connections, repeat, no_rate_limit)
+    document = json_document(found, outcomes, seconds, connections, repeat, no_rate_limit)
     if skipped:
         document["skipped"] = [{"name": name, "reason": why} for name, why in skipped.items()]
     if command:
@@ -253,7 +253,7 @@ def table(outcomes: Sequence[Outcome], min_ratio: float | None) -> Table:
     return shown
 
 
-def report(
+def json_document(
     found: dict[str, Any],
     outcomes: Sequence[Outcome],
     seconds: int,
