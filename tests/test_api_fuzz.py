@@ -8,7 +8,8 @@ import copier
 import pytest
 from conftest import REPO_ROOT
 
-from generator.harness import service as svc
+from generator.harness import project as proj
+from generator.harness import servers
 from generator.presets import get_preset
 
 pytestmark = pytest.mark.slow
@@ -26,19 +27,19 @@ CHECKS = (
 
 
 @pytest.fixture
-def project(private_dir: Path) -> svc.Project:
+def project(private_dir: Path) -> proj.Project:
     data = {"project_slug": "fuzz-api", **get_preset("full").answers()}
     root = private_dir / "svc"
     copier.run_copy(str(REPO_ROOT), root, data=data, defaults=True, vcs_ref="HEAD", quiet=True)
-    project = svc.Project.load(root)
-    svc.create_environment(project)
+    project = proj.Project.load(root)
+    proj.create_environment(project)
     return project
 
 
-def test_no_server_errors_and_no_schema_violations(project: svc.Project) -> None:
+def test_no_server_errors_and_no_schema_violations(project: proj.Project) -> None:
     schemathesis = shutil.which("schemathesis")
     assert schemathesis, "schemathesis is a dev dependency: run `uv sync`"
-    with svc.database(project) as extra_env, svc.service(project, extra_env) as server:
+    with proj.database(project) as extra_env, servers.service(project, extra_env) as server:
         fuzzed = subprocess.run(
             [
                 schemathesis,

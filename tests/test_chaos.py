@@ -1,4 +1,4 @@
-"""The chaos suite (issue 8, part 3): usage errors, the probe's arithmetic, the /proc readers,
+"""The chaos suite: usage errors, the probe's arithmetic, the /proc readers,
 and every scenario end to end against a real rendered `full` sample."""
 
 from __future__ import annotations
@@ -14,10 +14,10 @@ import pytest
 from test_loadtest import HAVE_LOAD_TOOLS, quiet_console, write_project
 
 from generator.cli import main
-from generator.harness import chaos_infra
-from generator.harness.chaos import run_chaos
-from generator.harness.chaos_probe import Sample, percentile, recovered_at, timeline
-from generator.harness.chaos_scenarios import SCENARIOS
+from generator.harness import procfs
+from generator.harness.chaos.probe import Sample, percentile, recovered_at, timeline
+from generator.harness.chaos.runner import run_chaos
+from generator.harness.chaos.scenarios import SCENARIOS
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 needs_load_tools = pytest.mark.skipif(not HAVE_LOAD_TOOLS, reason="needs wrk, taskset and uv")
@@ -140,18 +140,18 @@ def test_established_connections_counts_the_server_side_of_a_port() -> None:
         listener.bind(("127.0.0.1", 0))
         listener.listen()
         port = listener.getsockname()[1]
-        assert chaos_infra.established_connections(os.getpid(), port) == 0
+        assert procfs.established_connections(os.getpid(), port) == 0
         with socket.create_connection(("127.0.0.1", port)) as client:
             accepted, _ = listener.accept()
             with accepted:
                 # The accepted socket is on `port`; the client's own end is not.
-                assert chaos_infra.established_connections(os.getpid(), port) == 1
+                assert procfs.established_connections(os.getpid(), port) == 1
                 assert client.fileno() > 0
 
 
 def test_worker_pids_of_a_process_without_workers_is_empty() -> None:
-    assert chaos_infra.worker_pids(os.getpid()) == []
-    assert chaos_infra.worker_pids(2**22 + 1) == []  # no such process
+    assert procfs.worker_pids(os.getpid()) == []
+    assert procfs.worker_pids(2**22 + 1) == []  # no such process
 
 
 # --- every scenario on a real sample ---------------------------------------------------------
@@ -177,8 +177,8 @@ def full_sample(private_dir: Path) -> Path:
 def test_every_scenario_meets_its_targets_on_the_full_sample(
     full_sample: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Short outages; the 503/health latency bound is a tripwire (500 ms), the issue's 50 ms is
-    for `bulwark chaos` on a quiet machine. Every other target is the issue's own."""
+    """Short outages; the 503/health latency bound is a tripwire (500 ms), the target of 50 ms is
+    for `bulwark chaos` on a quiet machine. Every other target is the real one."""
     monkeypatch.delenv("DATABASE_URL", raising=False)
     json_path = tmp_path / "chaos.json"
     code, printed = chaos(

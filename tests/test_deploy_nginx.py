@@ -20,7 +20,7 @@ from conftest import DEPLOY_SLUG, REPO_ROOT, deploy_answer_sets, venv_tool
 from rich.console import Console
 
 from generator.harness import nginx
-from generator.harness.loadtest import run_loadtest
+from generator.harness.load.runner import run_loadtest
 
 ANSWER_SETS = list(deploy_answer_sets())
 CERT_DIR = f"/etc/ssl/{DEPLOY_SLUG}/"

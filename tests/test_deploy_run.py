@@ -23,10 +23,10 @@ import pytest
 from conftest import DEPLOY_SLUG, REPO_ROOT
 from rich.console import Console
 
-from generator.harness import nginx, wrk
-from generator.harness import service as svc
-from generator.harness.chaos_infra import established_connections
-from generator.harness.loadtest import run_loadtest
+from generator.harness import nginx, servers, wrk
+from generator.harness import project as proj
+from generator.harness.load.runner import run_loadtest
+from generator.harness.procfs import established_connections
 
 pytestmark = [
     pytest.mark.slow,
@@ -40,7 +40,7 @@ SERVER_CPU, WRK_CPU = 0, 1
 
 
 @pytest.fixture(scope="module")
-def project() -> Iterator[svc.Project]:
+def project() -> Iterator[proj.Project]:
     # Not under pytest's basetemp: any other pytest session starting on the machine resets
     # /tmp/pytest-of-<user> to mode 0700, and the embedded PostgreSQL, which runs as its own
     # user, then PANICs on its data directory.
@@ -48,21 +48,21 @@ def project() -> Iterator[svc.Project]:
         yield _rendered(Path(tmp) / "svc")
 
 
-def _rendered(root: Path) -> svc.Project:
+def _rendered(root: Path) -> proj.Project:
     data = {
         "project_slug": DEPLOY_SLUG,
         "targets": ["docker", "kubernetes", "systemd", "nginx"],
         "features": ["postgres"],
     }
     copier.run_copy(str(REPO_ROOT), root, data=data, defaults=True, vcs_ref="HEAD", quiet=True)
-    loaded = svc.Project.load(root)
-    svc.create_environment(loaded)
+    loaded = proj.Project.load(root)
+    proj.create_environment(loaded)
     return loaded
 
 
 @pytest.fixture(scope="module")
-def database(project: svc.Project) -> Iterator[dict[str, str]]:
-    with svc.database(project) as extra:
+def database(project: proj.Project) -> Iterator[dict[str, str]]:
+    with proj.database(project) as extra:
         yield extra
 
 
@@ -94,7 +94,7 @@ def wait_for_workers(master: int, count: int, timeout_s: float = 20.0) -> list[i
     raise AssertionError(f"uvicorn {master} has workers {workers_of(master)}, expected {count}")
 
 
-def test_project_manifests_check_passes(project: svc.Project) -> None:
+def test_project_manifests_check_passes(project: proj.Project) -> None:
     environment = {k: v for k, v in os.environ.items() if not k.startswith(("MAKE", "MFLAGS"))}
     environment.pop("VIRTUAL_ENV", None)
     checked = subprocess.run(
@@ -112,13 +112,13 @@ def test_project_manifests_check_passes(project: svc.Project) -> None:
 
 
 def test_killing_a_worker_under_load_loses_only_its_in_flight_requests(
-    project: svc.Project, database: dict[str, str]
+    project: proj.Project, database: dict[str, str]
 ) -> None:
     killed: dict[str, int] = {}
 
     with (
         bench_lock(),
-        svc.service(project, database, workers=2) as server,
+        servers.service(project, database, workers=2) as server,
         nginx.front(project.root, server, cpu=SERVER_CPU) as proxied,
     ):
         master = server.process.pid
@@ -146,7 +146,7 @@ def test_killing_a_worker_under_load_loses_only_its_in_flight_requests(
 
 
 def test_recycled_workers_lose_at_most_a_racing_request_each(
-    project: svc.Project, database: dict[str, str]
+    project: proj.Project, database: dict[str, str]
 ) -> None:
     """`python -m <pkg>` as the systemd unit starts it, each worker recycled after 200-400
     requests. The listening socket stays open in uvicorn's supervisor, so a request that
@@ -154,7 +154,7 @@ def test_recycled_workers_lose_at_most_a_racing_request_each(
     the exiting worker's close of a fresh connection (nginx retries only on a reused one, and
     has no other server to try): seen at most once in a run, so bounded by one per recycle."""
     prefix = "ORDERS_API_"
-    port = svc.free_port()
+    port = servers.free_port()
     env = {
         **os.environ,
         **database,
@@ -169,7 +169,7 @@ def test_recycled_workers_lose_at_most_a_racing_request_each(
     command = ["taskset", "-c", str(SERVER_CPU), str(project.python), "-m", "orders_api"]
     with (
         bench_lock(),
-        svc.spawn("service", command, port=port, log=log, cwd=project.root, env=env) as server,
+        servers.spawn("service", command, port=port, log=log, cwd=project.root, env=env) as server,
     ):
         first = set(wait_for_workers(server.process.pid, 2))
         with nginx.front(project.root, server, cpu=SERVER_CPU) as proxied:
@@ -188,7 +188,7 @@ def test_recycled_workers_lose_at_most_a_racing_request_each(
 
 
 def test_loadtest_nginx_scenario_reports_through_nginx(
-    project: svc.Project, database: dict[str, str], tmp_path: Path
+    project: proj.Project, database: dict[str, str], tmp_path: Path
 ) -> None:
     """`bulwark loadtest --scenario nginx`: both sides behind the project's nginx, 2 workers."""
     out = io.StringIO()

@@ -15,15 +15,22 @@ import shutil
 import subprocess
 import sys
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 from rich.console import Console
+from rich.progress import Progress
 
-from generator.harness import loadtest, service
-from generator.harness.loadtest import Side, run_loadtest
+from generator.cli import main
+from generator.harness import servers
+from generator.harness.load import runner
+from generator.harness.load.runner import run_loadtest
+from generator.harness.load.scenario import RUNS, Bench, Outcome, Side, pairs
+from generator.harness.load.scenarios import SCENARIOS
+from generator.harness.project import Project, ServiceError, database
 from generator.harness.wrk import WrkResult
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -46,6 +53,28 @@ app = FastAPI()
 
 @app.get("/health")
 async def health() -> dict[str, str]:
+    return {"status": "ok"}
+"""
+
+# Answers 429 past the first requests unless the default per-client limit is turned off, as
+# the template's limiter does to wrk's one address.
+RATE_LIMITED_APP = """\
+import os
+
+from fastapi import FastAPI
+from fastapi.responses import JSONResponse
+
+LIMITED = os.environ.get("DEMO_SVC_RATE_LIMIT_DEFAULT", "1000/minute") != ""
+app = FastAPI()
+served = 0
+
+
+@app.get("/health", response_model=None)
+async def health() -> dict[str, str] | JSONResponse:
+    global served
+    served += 1
+    if LIMITED and served > 50:
+        return JSONResponse({"detail": "Too Many Requests"}, status_code=429)
     return {"status": "ok"}
 """
 
@@ -137,6 +166,23 @@ def result(rps: float, p99_ms: float, errors: int = 0) -> WrkResult:
     )
 
 
+def counted(statuses: dict[int, int], p99_ms: float = 4.0, expect: int = 200) -> WrkResult:
+    """A 1 s run whose answers status.lua counted."""
+    total = sum(statuses.values())
+    return WrkResult(
+        requests=total,
+        duration_s=1.0,
+        rps=float(total),
+        p50_ms=p99_ms / 2,
+        p75_ms=p99_ms / 2,
+        p90_ms=p99_ms,
+        p99_ms=p99_ms,
+        non_2xx_3xx=sum(n for s, n in statuses.items() if s >= 400),
+        statuses=statuses,
+        expected=statuses.get(expect, 0),
+    )
+
+
 @pytest.fixture(autouse=True)
 def _no_database_url(monkeypatch: pytest.MonkeyPatch) -> None:
     """A DATABASE_URL from the caller's shell would bypass the embedded-database path."""
@@ -184,6 +230,135 @@ def test_side_reports_the_median_run_and_sums_errors() -> None:
     assert side.errors == 3
 
 
+def bench(root: Path, *, no_rate_limit: bool = False) -> Bench:
+    project = Project.load(root)
+    return Bench(project, {}, 1, 1, quiet_progress(), no_rate_limit=no_rate_limit)
+
+
+def quiet_progress() -> Progress:
+    return Progress(console=quiet_console()[0])
+
+
+def test_refusals_fail_the_scenario_with_the_rate_limit_as_cause(tmp_path: Path) -> None:
+    """wrk is one client: the default per-client limit's 429s are no throughput."""
+    health = SCENARIOS["health"]
+    clean = Side(runs=(counted({200: 10_000}),) * 3)
+    refused = Side(runs=(counted({200: 900, 429: 9_100}),) * 3)
+    setup = bench(write_project(tmp_path, features=["rate_limit"]))
+    failure = health.failure(Outcome(health, clean, refused), setup)
+    assert failure is not None
+    assert failure.startswith("service: 91.0% of answers were not 200 (27,300 x 429); ")
+    assert "429s: the default per-client rate limit applies to the load generator" in failure
+    assert "pass --no-rate-limit or set DEMO_SVC_RATE_LIMIT_DEFAULT=" in failure
+    assert Outcome(health, clean, refused, failure=failure).ratio is None
+    # The throughput that is reported is the 200s alone.
+    assert refused.median.good_rps == 900
+
+
+def test_either_side_over_a_thousandth_fails_and_under_passes(tmp_path: Path) -> None:
+    health = SCENARIOS["health"]
+    setup = bench(write_project(tmp_path, features=[]))
+    clean = Side(runs=(counted({200: 10_000}),))
+    few = Side(runs=(counted({200: 9_990, 500: 10}),))  # exactly 0.1 %
+    many = Side(runs=(counted({200: 9_980, 500: 20}),))
+    assert health.failure(Outcome(health, few, few), setup) is None
+    failure = health.failure(Outcome(health, many, clean), setup)
+    assert failure is not None
+    assert failure.startswith("baseline: 0.2% of answers were not 200 (20 x 500); 500s:")
+    closed = Side(runs=(replace(counted({200: 9_000}), read_errors=900),))
+    failure = health.failure(Outcome(health, clean, closed), setup) or ""
+    assert "(900 read errors); socket errors: the server closed" in failure
+    slow = Side(runs=(replace(counted({200: 9_000}), timeout_errors=30),))
+    failure = health.failure(Outcome(health, clean, slow), setup) or ""
+    assert "(30 timeout errors); timeouts: answers took over wrk's 2 s" in failure
+
+
+def test_429s_with_the_limit_off_name_the_routes_own_limit(tmp_path: Path) -> None:
+    health = SCENARIOS["health"]
+    setup = bench(write_project(tmp_path, features=["rate_limit"]), no_rate_limit=True)
+    refused = Side(runs=(counted({200: 500, 429: 500}),))
+    clean = Side(runs=(counted({200: 1000}),))
+    failure = health.failure(Outcome(health, clean, refused), setup) or ""
+    assert "a route's own limit applies" in failure
+    assert "--no-rate-limit" not in failure
+
+
+def test_no_rate_limit_clears_the_default_limit_on_service_sides_only(tmp_path: Path) -> None:
+    root = write_project(tmp_path, features=["rate_limit"])
+    env = bench(root, no_rate_limit=True).service_env((("CACHE_ITEMS_TTL_S", "0"),))
+    assert env == {"DEMO_SVC_RATE_LIMIT_DEFAULT": "", "DEMO_SVC_CACHE_ITEMS_TTL_S": "0"}
+    assert "DEMO_SVC_RATE_LIMIT_DEFAULT" not in bench(root).service_env(())
+
+
+def test_each_ratio_comes_with_its_spread_over_the_pairs() -> None:
+    baseline = Side(
+        runs=(counted({200: 1000}, 4.0), counted({200: 2000}, 4.0), counted({200: 1000}, 4.0)),
+        cpu_s=(0.1, 0.2, 0.1),  # 100 µs a request
+    )
+    service = Side(
+        runs=(counted({200: 900}, 5.0), counted({200: 1900}, 4.0), counted({200: 1000}, 6.0)),
+        cpu_s=(0.099, 0.19, 0.125),  # 110, 100 and 125 µs a request
+    )
+    assert service.cpu_us == pytest.approx(110.0)
+    spread = pairs(baseline, service)
+    assert spread["rps"] == {"median": 0.95, "min": 0.9, "max": 1.0}
+    assert spread["p99"] == {"median": 1.25, "min": 1.0, "max": 1.5}
+    # CPU as baseline / service: reads like the rps ratio, higher is cheaper.
+    assert spread["cpu"] == {"median": 0.9091, "min": 0.8, "max": 1.0}
+
+
+def test_a_failed_scenario_prints_its_cause_writes_no_ratio_and_exits_1(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    health = SCENARIOS["health"]
+    clean = Side(runs=(counted({200: 1000}),) * 3, cpu_s=(0.1,) * 3)
+    refused = Side(runs=(counted({200: 100, 429: 900}),) * 3, cpu_s=(0.1,) * 3)
+
+    def measure(*_: object) -> tuple[dict[str, Any], list[Outcome]]:
+        outcome = Outcome(health, clean, refused, failure="service: 90.0% ... 429s: the cause")
+        return {"cpu_model": "fake"}, [outcome]
+
+    monkeypatch.setattr(runner, "measure", measure)
+    console, out = quiet_console()
+    json_path = tmp_path / "r.json"
+    code = run_loadtest(
+        write_project(tmp_path / "svc", features=[]),
+        ["health"],
+        duration=1,
+        connections=1,
+        json_path=json_path,
+        min_ratio=0.5,
+        console=console,
+    )
+    printed = out.getvalue()
+    assert code == 1, printed
+    assert "health failed: service: 90.0% ... 429s: the cause" in printed
+    assert "failed, no ratio: health" in printed
+    (entry,) = json.loads(json_path.read_text())["scenarios"]
+    assert entry["ratio"] is None
+    assert entry["failed"].endswith("429s: the cause")
+    assert entry["statuses"] == {"200": 300, "429": 2700}
+    assert entry["error_share"] == 0.9
+    assert "pairs" not in entry
+
+
+def test_repeat_below_one_is_a_usage_error(tmp_path: Path) -> None:
+    assert main(["loadtest", str(tmp_path), "--repeat", "0"]) == 2
+    console, out = quiet_console()
+    code = run_loadtest(
+        tmp_path,
+        ["health"],
+        duration=1,
+        connections=1,
+        json_path=None,
+        min_ratio=None,
+        console=console,
+        repeat=0,
+    )
+    assert code == 2
+    assert "--repeat must be at least 1" in out.getvalue()
+
+
 # --- the project contract --------------------------------------------------------------------
 
 
@@ -192,36 +367,36 @@ def test_a_relative_dest_is_resolved_before_commands_run_inside_it(
 ) -> None:
     root = write_project(tmp_path, features=[])
     monkeypatch.chdir(root.parent)
-    project = service.Project.load(Path(root.name))
+    project = Project.load(Path(root.name))
     assert project.python == root / ".venv" / "bin" / "python"
 
 
 def test_database_is_started_migrated_and_stopped(tmp_path: Path) -> None:
-    project = service.Project.load(write_project(tmp_path, features=["postgres"]))
-    with service.database(project) as extra_env:
+    project = Project.load(write_project(tmp_path, features=["postgres"]))
+    with database(project) as extra_env:
         assert extra_env == {"DATABASE_URL": FAKE_URL}
         assert calls(tmp_path) == ["devdb url", f"migrate {FAKE_URL}"]
     assert calls(tmp_path)[-1] == "devdb stop"
 
 
 def test_a_database_already_running_is_left_running(tmp_path: Path) -> None:
-    project = service.Project.load(write_project(tmp_path, features=["postgres"]))
+    project = Project.load(write_project(tmp_path, features=["postgres"]))
     pid_file = tmp_path / ".data" / "pgdata" / "postmaster.pid"
     pid_file.parent.mkdir(parents=True)
     pid_file.write_text(f"{os.getpid()}\n{pid_file.parent}\n")
-    with service.database(project):
+    with database(project):
         pass
     assert "devdb stop" not in calls(tmp_path)
 
 
 def test_a_stale_pid_file_does_not_count_as_running(tmp_path: Path) -> None:
-    project = service.Project.load(write_project(tmp_path, features=["postgres"]))
+    project = Project.load(write_project(tmp_path, features=["postgres"]))
     dead = subprocess.Popen(["true"])
     dead.wait()
     pid_file = tmp_path / ".data" / "postmaster.pid"
     pid_file.parent.mkdir()
     pid_file.write_text(f"{dead.pid}\n")
-    with service.database(project):
+    with database(project):
         pass
     assert calls(tmp_path)[-1] == "devdb stop"
 
@@ -230,10 +405,10 @@ def test_failed_migration_still_stops_the_database(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("FAKE_MIGRATE_EXIT", "3")
-    project = service.Project.load(write_project(tmp_path, features=["postgres"]))
+    project = Project.load(write_project(tmp_path, features=["postgres"]))
     with (
-        pytest.raises(service.ServiceError, match="exited with 3"),
-        service.database(project),
+        pytest.raises(ServiceError, match="exited with 3"),
+        database(project),
     ):
         pytest.fail("the body must not run when migrations fail")
     assert calls(tmp_path) == ["devdb url", f"migrate {FAKE_URL}", "devdb stop"]
@@ -243,24 +418,24 @@ def test_an_explicit_database_url_skips_the_embedded_one(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("DATABASE_URL", "postgresql://prod/db")
-    project = service.Project.load(write_project(tmp_path, features=["postgres"]))
-    with service.database(project) as extra_env:
+    project = Project.load(write_project(tmp_path, features=["postgres"]))
+    with database(project) as extra_env:
         assert extra_env == {}
     assert calls(tmp_path) == []
 
 
 @needs_load_tools
 def test_a_server_that_cannot_start_reports_its_output(tmp_path: Path) -> None:
-    project = service.Project.load(write_project(tmp_path, features=[]))
+    project = Project.load(write_project(tmp_path, features=[]))
     with (
-        pytest.raises(service.ServiceError, match="No module named uvicorn"),
-        service.service(project, {}),
+        pytest.raises(ServiceError, match="No module named uvicorn"),
+        servers.service(project, {}),
     ):
         pytest.fail("an interpreter without uvicorn cannot serve")
 
 
 def test_stop_kills_a_server_that_ignores_sigterm(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(service, "STOP_TIMEOUT_S", 0.5)
+    monkeypatch.setattr(servers, "STOP_TIMEOUT_S", 0.5)
     stubborn = subprocess.Popen(
         ["sh", "-c", "trap '' TERM; echo ready; sleep 30"],
         stdout=subprocess.PIPE,
@@ -268,7 +443,7 @@ def test_stop_kills_a_server_that_ignores_sigterm(monkeypatch: pytest.MonkeyPatc
     )
     assert stubborn.stdout is not None
     assert stubborn.stdout.readline() == b"ready\n"  # the trap is set: SIGTERM is ignored
-    service.stop_process(stubborn)
+    servers.stop_process(stubborn)
     stubborn.stdout.close()
     assert stubborn.returncode == -9
 
@@ -338,7 +513,7 @@ def assert_report(report: dict[str, Any]) -> dict[str, Any]:
 
 @pytest.mark.slow
 @pytest.mark.load
-def test_fake_project_end_to_end(
+def test_fake_projectend_to_end(
     fake_project: ProjectFactory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Both sides measured, the database contract honoured, the JSON written."""
@@ -359,7 +534,7 @@ def test_fake_project_end_to_end(
     print(printed)
     assert code == 0, printed
     health = assert_report(json.loads(json_path.read_text()))
-    assert len(health["runs"]["baseline"]) == len(health["runs"]["service"]) == loadtest.RUNS
+    assert len(health["runs"]["baseline"]) == len(health["runs"]["service"]) == RUNS
     assert health["ratio"] >= 0.5  # both sides are bare FastAPI: a tripwire, not a target
     assert calls(project) == ["devdb url", f"migrate {FAKE_URL}", "devdb stop"]
     assert "baseline" in printed
@@ -405,13 +580,53 @@ def test_service_that_fails_to_start_exits_1_with_its_stderr(
     assert "refusing to start: no SECRET_KEY" in printed
 
 
+@pytest.mark.slow
+@pytest.mark.load
+def test_refusals_fail_the_run_until_the_rate_limit_is_off(
+    fake_project: ProjectFactory, tmp_path: Path
+) -> None:
+    """The same service: a ratio of 429s fails loudly; with --no-rate-limit it is measured."""
+    project = fake_project(features=["rate_limit"], main=RATE_LIMITED_APP)
+    console, out = quiet_console()
+    options: dict[str, Any] = {"duration": 1, "connections": 8, "min_ratio": None}
+    code = run_loadtest(project, ["health"], json_path=None, console=console, **options)
+    printed = out.getvalue()
+    print(printed)
+    assert code == 1, printed
+    assert "health failed: service: " in printed
+    assert "pass --no-rate-limit or set DEMO_SVC_RATE_LIMIT_DEFAULT=" in printed
+
+    console, out = quiet_console()
+    json_path = tmp_path / "r.json"
+    code = run_loadtest(
+        project,
+        ["health"],
+        json_path=json_path,
+        console=console,
+        repeat=2,
+        no_rate_limit=True,
+        **options,
+    )
+    printed = out.getvalue()
+    print(printed)
+    assert code == 0, printed
+    (entry,) = json.loads(json_path.read_text())["scenarios"]
+    assert list(entry["statuses"]) == list(entry["baseline_statuses"]) == ["200"]
+    assert entry["unexpected"] == entry["baseline_unexpected"] == 0
+    assert len(entry["runs"]["service"]) == len(entry["runs"]["baseline"]) == 2
+    assert entry["cpu_us_per_request"] > 0
+    assert entry["baseline_cpu_us_per_request"] > 0
+    assert set(entry["pairs"]) == {"rps", "p50", "p99", "cpu"}
+    assert entry["pairs"]["rps"]["min"] <= entry["pairs"]["rps"]["median"]
+
+
 def render_sample(tmp_path_factory: pytest.TempPathFactory, slug: str, features: list[str]) -> Path:
     """A real sample rendered from this repo's working tree (HEAD includes uncommitted
     template changes; None would check out the latest tag once one exists)."""
     import copier
 
     dest = tmp_path_factory.mktemp("sample") / slug
-    data = {"project_slug": slug, "targets": [], "features": features}
+    data = {"projectslug": slug, "targets": [], "features": features}
     copier.run_copy(str(REPO_ROOT), dest, data=data, defaults=True, vcs_ref="HEAD", quiet=True)
     return dest
 
@@ -468,7 +683,7 @@ def sample_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.mark.slow
 @pytest.mark.load
 def test_rendered_sample_against_bare_fastapi(sample_project: Path, tmp_path: Path) -> None:
-    """The figure DESIGN.md §8 asks for, on the real template; 0.5 is a tripwire only."""
+    """The headline figure, on the real template; 0.5 is a tripwire only."""
     printed, report = load_rendered_sample(sample_project, ["health"], 2, tmp_path)
     health = assert_report(report)
     assert health["ratio"] >= 0.5, printed

@@ -1,4 +1,4 @@
-"""The data scenarios of the load test (issue 4): db-read and cached-read."""
+"""The data scenarios of the load test: db-read and cached-read."""
 
 from __future__ import annotations
 
@@ -7,14 +7,15 @@ from pathlib import Path
 import pytest
 from test_loadtest import HAVE_LOAD_TOOLS, load_rendered_sample, render_sample
 
-from generator.harness.loadtest import SCENARIOS
+from generator.harness import apps
+from generator.harness.load.scenarios import SCENARIOS
 
 
 def test_data_scenarios_read_one_item_against_the_asyncpg_baseline() -> None:
     for name in ("db-read", "cached-read"):
         scenario = SCENARIOS[name]
         assert scenario.path == "/items/{item_id}"
-        assert scenario.baseline_app.name == "baseline_db_app.py"
+        assert scenario.baseline_app == apps.BASELINE_DB
         assert "postgres" in scenario.features
     assert "cache" in SCENARIOS["cached-read"].features
     # db-read must measure the database, even on a project whose items are cached.
@@ -32,7 +33,7 @@ def cache_sample(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.mark.slow
 @pytest.mark.load
 def test_db_read_and_cached_read_on_a_rendered_sample(cache_sample: Path, tmp_path: Path) -> None:
-    """Both scenarios run end to end; the floors are tripwires, the targets are in issue 4."""
+    """Both scenarios run end to end; the floors are tripwires, the targets are `make bench`'s."""
     printed, report = load_rendered_sample(cache_sample, ["db-read", "cached-read"], 1, tmp_path)
     by_name = {entry["name"]: entry for entry in report["scenarios"]}
     assert set(by_name) == {"db-read", "cached-read"}

@@ -1,10 +1,11 @@
-"""The loop-monitor scenario of the load test (issue 6): the service with its monitor on against
+"""The loop-monitor scenario of the load test: the service with its monitor on against
 the same service with it off, per-pair ratios and idle CPU."""
 
 from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -27,11 +28,15 @@ from test_loadtest import (
     write_project,
 )
 
-from generator.harness import loadtest, loop_monitor, report, service, wrk
-from generator.harness.loadtest import RUNS, SCENARIOS, run_loadtest
+from generator.harness import procfs, servers, wrk
+from generator.harness.load import loop_monitor, report, runner
+from generator.harness.load.runner import run_loadtest
+from generator.harness.load.scenario import RUNS, Bench, Side, cpu_us_per_request, pair_ratios
+from generator.harness.load.scenarios import SCENARIOS
+from generator.harness.project import Project, ServiceError
 from generator.harness.wrk import WrkResult
 
-SCENARIO = SCENARIOS["loop-monitor"]
+SCENARIO = loop_monitor.LOOP_MONITOR
 
 # A /proc/PID/stat line whose command name holds a space and a ')': utime 250, stime 50.
 STAT = (
@@ -44,17 +49,17 @@ STAT = (
 
 
 def test_stat_cpu_counts_utime_and_stime_after_the_command_name() -> None:
-    assert service.stat_cpu_s(STAT, ticks_per_s=100) == pytest.approx(3.0)
-    assert service.stat_cpu_s(STAT, ticks_per_s=50) == pytest.approx(6.0)
+    assert procfs.stat_cpu_s(STAT, ticks_per_s=100) == pytest.approx(3.0)
+    assert procfs.stat_cpu_s(STAT, ticks_per_s=50) == pytest.approx(6.0)
 
 
 def test_process_cpu_includes_every_thread() -> None:
     """CPU burnt in another thread of this process shows in the process's figure."""
-    before = service.process_cpu_s(os.getpid())
+    before = procfs.process_cpu_s(os.getpid())
     burn = threading.Thread(target=_burn, args=(0.3,))
     burn.start()
     burn.join()
-    spent = service.process_cpu_s(os.getpid()) - before
+    spent = procfs.process_cpu_s(os.getpid()) - before
     assert spent >= 0.15  # 0.3 s of CPU asked, read in 10 ms ticks; the main thread slept
 
 
@@ -66,12 +71,12 @@ def test_threads_cpu_is_exact_and_includes_every_live_thread() -> None:
         burnt.set()
         release.wait()
 
-    before = service.threads_cpu_s(os.getpid())
+    before = procfs.threads_cpu_s(os.getpid())
     thread = threading.Thread(target=burn_then_wait)
     thread.start()
     try:
         assert burnt.wait(30)
-        spent = service.threads_cpu_s(os.getpid()) - before
+        spent = procfs.threads_cpu_s(os.getpid()) - before
     finally:
         release.set()
         thread.join()
@@ -100,10 +105,13 @@ def test_idle_cpu_tells_a_busy_process_from_a_sleeping_one() -> None:
 def test_pairs_are_each_service_run_over_the_baseline_run_before_it() -> None:
     baseline = [result(1000, 5.0), result(2000, 5.0), result(1000, 5.0)]
     service_runs = [result(990, 5.0), result(1900, 5.0), result(1010, 5.0)]
-    assert loop_monitor.pair_ratios(baseline, service_runs) == pytest.approx([0.99, 0.95, 1.01])
+    assert pair_ratios(baseline, service_runs) == pytest.approx([0.99, 0.95, 1.01])
     # CPU seconds per run: 100 µs a request off; on, 102, 100 and 125 µs (a noisy last run).
     cpu_s = {"baseline": [0.1, 0.2, 0.1], "service": [0.10098, 0.19, 0.12625]}
-    figures = loop_monitor.run_figures(baseline, service_runs, cpu_s)
+    figures = SCENARIO.figures(
+        Side(tuple(baseline), tuple(cpu_s["baseline"])),
+        Side(tuple(service_runs), tuple(cpu_s["service"])),
+    )
     # The ratio of the medians would be 1000/1000; the pairs' median is the middle pair's.
     assert figures["measured_runs"] == 3
     assert figures["pair_ratio_median"] == 0.99
@@ -116,18 +124,18 @@ def test_pairs_are_each_service_run_over_the_baseline_run_before_it() -> None:
 
 
 def test_cpu_per_request_needs_one_reading_per_run_and_some_work() -> None:
-    assert loop_monitor.cpu_us_per_request([result(1000, 5.0)], [0.25]) == [250.0]
+    assert cpu_us_per_request([result(1000, 5.0)], [0.25]) == [250.0]
     with pytest.raises(ValueError, match="1 runs but 2 CPU readings"):
-        loop_monitor.cpu_us_per_request([result(1000, 5.0)], [0.1, 0.1])
-    with pytest.raises(service.ServiceError, match="no request or used no CPU"):
-        loop_monitor.cpu_us_per_request([result(1000, 5.0)], [0.0])
+        cpu_us_per_request([result(1000, 5.0)], [0.1, 0.1])
+    with pytest.raises(ServiceError, match="no request or used no CPU"):
+        cpu_us_per_request([result(1000, 5.0)], [0.0])
 
 
 def test_unpaired_or_empty_runs_are_refused() -> None:
     with pytest.raises(ValueError, match="unpaired"):
-        loop_monitor.pair_ratios([result(1000, 5.0)], [])
-    with pytest.raises(service.ServiceError, match="no request"):
-        loop_monitor.pair_ratios([result(0, 5.0)], [result(1000, 5.0)])
+        pair_ratios([result(1000, 5.0)], [])
+    with pytest.raises(ServiceError, match="no request"):
+        pair_ratios([result(0, 5.0)], [result(1000, 5.0)])
 
 
 # --- the scenario ----------------------------------------------------------------------------
@@ -137,7 +145,6 @@ def test_the_scenario_measures_the_service_against_itself_with_the_monitor_off()
     assert SCENARIO.features == ("loop_monitor",)
     assert (SCENARIO.method, SCENARIO.path) == ("GET", "/health")
     assert SCENARIO.runs > RUNS
-    assert SCENARIO.cpu_per_run
     service_settings, baseline_settings = (
         dict(SCENARIO.service_settings),
         dict(SCENARIO.baseline_settings or ()),
@@ -151,9 +158,28 @@ def test_the_scenario_measures_the_service_against_itself_with_the_monitor_off()
     }
 
 
-def test_cpu_per_run_reads_one_process() -> None:
-    with pytest.raises(ValueError, match="workers must be 1"):
-        replace(SCENARIO, workers=2)
+def test_tree_cpu_counts_the_workers_a_supervisor_started() -> None:
+    """A server with workers (uvicorn's supervisor, nginx's master) is costed whole."""
+    burn = (
+        "import time\nend = time.process_time() + 0.3\nwhile time.process_time() < end: pass\n"
+        "print('burnt', flush=True)\ntime.sleep(30)"
+    )
+    supervisor = subprocess.Popen(
+        ["sh", "-c", '"$0" -c "$1" & wait', sys.executable, burn],
+        stdout=subprocess.PIPE,
+        start_new_session=True,
+    )
+    try:
+        assert supervisor.stdout is not None
+        assert supervisor.stdout.readline() == b"burnt\n"  # the worker is alive, 0.3 s spent
+        alone = procfs.process_cpu_s(supervisor.pid)
+        whole = procfs.tree_cpu_s(supervisor.pid)
+    finally:
+        os.killpg(supervisor.pid, signal.SIGKILL)
+        supervisor.wait()
+        assert supervisor.stdout is not None
+        supervisor.stdout.close()
+    assert whole - alone >= 0.15  # read in 10 ms ticks; the shell itself only waited
 
 
 def test_the_baseline_side_is_the_service_with_the_baseline_settings(
@@ -162,7 +188,7 @@ def test_the_baseline_side_is_the_service_with_the_baseline_settings(
     started: list[tuple[str, dict[str, str], str]] = []
 
     def fake_service(
-        project: service.Project, extra_env: Mapping[str, str], *, workers: int, name: str
+        project: Project, extra_env: Mapping[str, str], *, workers: int, name: str
     ) -> AbstractContextManager[None]:
         started.append(("service", dict(extra_env), name))
         return nullcontext()
@@ -171,11 +197,12 @@ def test_the_baseline_side_is_the_service_with_the_baseline_settings(
         started.append(("bare", {}, "baseline"))
         return nullcontext()
 
-    monkeypatch.setattr(service, "service", fake_service)
-    monkeypatch.setattr(service, "baseline", fake_baseline)
-    project = service.Project.load(write_project(tmp_path, features=["loop_monitor"]))
-    loadtest._baseline_server(project, SCENARIO, {"DATABASE_URL": "postgresql://db"})
-    loadtest._baseline_server(project, SCENARIOS["health"], {})
+    monkeypatch.setattr(servers, "service", fake_service)
+    monkeypatch.setattr(servers, "baseline", fake_baseline)
+    project = Project.load(write_project(tmp_path, features=["loop_monitor"]))
+    progress = Progress(console=quiet_console()[0])
+    SCENARIO.baseline_server(Bench(project, {"DATABASE_URL": "postgresql://db"}, 1, 1, progress))
+    SCENARIOS["health"].baseline_server(Bench(project, {}, 1, 1, progress))
     (kind, env, name), bare = started
     assert (kind, name) == ("service", "baseline")
     assert env["DATABASE_URL"] == "postgresql://db"
@@ -184,10 +211,10 @@ def test_the_baseline_side_is_the_service_with_the_baseline_settings(
 
 
 def test_all_runs_it_only_with_the_feature(tmp_path: Path) -> None:
-    with_it = service.Project.load(write_project(tmp_path / "a", features=["loop_monitor"]))
-    without = service.Project.load(write_project(tmp_path / "b", features=["metrics"]))
-    assert "loop-monitor" in loadtest.runnable_scenarios(with_it)[0]
-    skipped = loadtest.runnable_scenarios(without)[1]
+    with_it = Project.load(write_project(tmp_path / "a", features=["loop_monitor"]))
+    without = Project.load(write_project(tmp_path / "b", features=["metrics"]))
+    assert "loop-monitor" in runner.runnable_scenarios(with_it)[0]
+    skipped = runner.runnable_scenarios(without)[1]
     assert "needs the loop_monitor feature" in skipped["loop-monitor"]
 
 
@@ -225,13 +252,13 @@ def test_both_sides_loaded_at_once_in_alternating_order(monkeypatch: pytest.Monk
     monkeypatch.setattr(wrk, "run_wrk", fake_wrk)
     alive = subprocess.Popen(["sleep", "30"])
     try:
-        servers = {
-            side: service.RunningServer(side, port, alive, Path("/dev/null"))
+        running = {
+            side: servers.RunningServer(side, port, alive, Path("/dev/null"))
             for side, port in (("baseline", 1), ("service", 2))
         }
         with Progress(console=quiet_console()[0]) as progress:
             figures = loop_monitor.concurrent_figures(
-                servers, seconds=2, connections=16, wrk_cpu=1, progress=progress
+                running, seconds=2, connections=16, wrk_cpu=1, progress=progress
             )
     finally:
         alive.kill()
@@ -258,7 +285,7 @@ def detailed_document(monitor: dict[str, Any] | None, environment: str = "prod")
 
 
 @contextmanager
-def fake_server(name: str, document: dict[str, Any]) -> Iterator[service.RunningServer]:
+def fake_server(name: str, document: dict[str, Any]) -> Iterator[servers.RunningServer]:
     """A sleeping process and an HTTP server that answers /health/detailed to the harness's
     token (as it is now) only."""
     expected = f"Bearer {loop_monitor._TOKEN}"
@@ -275,12 +302,12 @@ def fake_server(name: str, document: dict[str, Any]) -> Iterator[service.Running
         def log_message(self, *args: object) -> None:
             pass
 
-    httpd = ThreadingHTTPServer((service.HOST, 0), Handler)
+    httpd = ThreadingHTTPServer((servers.HOST, 0), Handler)
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
     process = subprocess.Popen(["sleep", "30"])
     try:
-        yield service.RunningServer(
+        yield servers.RunningServer(
             name=name, port=httpd.server_address[1], process=process, log=Path("/dev/null")
         )
     finally:
@@ -333,7 +360,7 @@ def test_a_side_running_the_wrong_thing_stops_the_scenario(
     off: dict[str, Any], on: dict[str, Any], message: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(loop_monitor, "_SETTLE_S", 0.0)
-    with pytest.raises(service.ServiceError, match=message):
+    with pytest.raises(ServiceError, match=message):
         idle_figures(off, on)
 
 
@@ -341,7 +368,7 @@ def test_a_side_refusing_the_token_stops_the_scenario(monkeypatch: pytest.Monkey
     with fake_server("baseline", detailed_document(None)) as baseline:
         assert "resources" in loop_monitor.detailed(baseline)
         monkeypatch.setattr(loop_monitor, "_TOKEN", "not-the-token-the-server-was-given")
-        with pytest.raises(service.ServiceError, match="baseline: GET /health/detailed failed"):
+        with pytest.raises(ServiceError, match="baseline: GET /health/detailed failed"):
             loop_monitor.detailed(baseline)
 
 

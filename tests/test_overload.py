@@ -7,7 +7,7 @@ import subprocess
 import pytest
 from test_loadtest import result
 
-from generator.harness import overload
+from generator.harness.load import overload
 from generator.harness.wrk import WrkError
 
 WRK_REPORT = """\

@@ -19,14 +19,18 @@ from test_loadtest import (
     write_project,
 )
 
-from generator.harness import loadtest, nginx, report, service
-from generator.harness.loadtest import SCENARIOS, Outcome, Side, run_loadtest
+from generator.harness import nginx
+from generator.harness.load import report, runner
+from generator.harness.load.runner import run_loadtest
+from generator.harness.load.scenario import Outcome, Scenario, Side, Verdict
+from generator.harness.load.scenarios import SCENARIOS
+from generator.harness.project import Project
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
 def entry(name: str, rps: float, baseline_rps: float, **extra: Any) -> dict[str, Any]:
-    """One scenario entry shaped like loadtest._scenario_report's."""
+    """One scenario entry shaped like runner.scenario_report's."""
     return {
         "name": name,
         "rps": rps,
@@ -88,7 +92,7 @@ def test_targets_are_judged_from_the_figures() -> None:
     assert by_name["health"].met is True
     assert by_name["db-read"].met is False
     assert by_name["cached-read"].met is True
-    assert by_name["direct"] == by_name["nginx"] == report.Verdict("report only", None)
+    assert by_name["direct"] == by_name["nginx"] == Verdict("report only", None)
     assert by_name["overload"].met is True
     slow_shed = entry("overload", 1000, 160, shed_p99_ms=2.5, admitted_p99_ms=9, unloaded_p99_ms=9)
     assert report.verdict(slow_shed).met is False
@@ -156,12 +160,25 @@ def test_a_report_without_overload_says_why(tmp_path: Path) -> None:
     assert "overload figures" not in page
 
 
+def test_a_failed_scenario_shows_its_reason_and_no_ratio(tmp_path: Path) -> None:
+    document = fixture_report()
+    reason = "service: 97.2% of answers were not 200 (39,403 x 429); 429s: the default limit"
+    document["scenarios"][3] = {**entry("db-read", 13, 290), "ratio": None, "failed": reason}
+    assert report.verdict(document["scenarios"][3]) == Verdict(f"failed: {reason}", False)
+    _, png_path, page_path = report.write_report(document, tmp_path)
+    png_size(png_path.read_bytes())
+    row = next(r for r in page_path.read_text().split("<tr>") if r.startswith("<td>db-read"))
+    assert "<td>failed</td>" in row
+    assert html.escape(reason) in row
+    assert ">missed</td>" in row
+
+
 # --- --all: what runs and what is skipped ----------------------------------------------------
 
 
 def test_all_keeps_what_the_features_allow_and_says_why_for_the_rest(tmp_path: Path) -> None:
-    project = service.Project.load(write_project(tmp_path, features=["postgres"]))
-    runnable, skipped = loadtest.runnable_scenarios(project)
+    project = Project.load(write_project(tmp_path, features=["postgres"]))
+    runnable, skipped = runner.runnable_scenarios(project)
     assert runnable == ["health", "direct", "db-read"]
     assert set(skipped) == {"nginx", "cached-read", "overload", "loop-monitor"}
     assert "needs the cache feature" in skipped["cached-read"]
@@ -176,7 +193,7 @@ def test_all_runs_nginx_when_the_site_is_rendered(
     (root / "deploy" / "nginx").mkdir(parents=True)
     (root / "deploy" / "nginx" / "demo-svc.conf").write_text("server { listen 80; }\n")
     monkeypatch.setattr(nginx, "binary", lambda: "/usr/sbin/nginx")
-    runnable, skipped = loadtest.runnable_scenarios(service.Project.load(root))
+    runnable, skipped = runner.runnable_scenarios(Project.load(root))
     assert runnable == list(SCENARIOS)
     assert skipped == {}
 
@@ -204,13 +221,13 @@ def test_all_measures_the_runnable_ones_and_reports_the_skipped(
     measured: list[str] = []
 
     def measure(
-        project: service.Project, scenarios: list[loadtest.Scenario], *_: object
+        project: Project, scenarios: list[Scenario], *_: object
     ) -> tuple[dict[str, Any], list[Outcome]]:
         measured.extend(s.name for s in scenarios)
         side = Side(runs=(result(1000, 4.0),) * 3)
         return {"cpu_model": "fake"}, [Outcome(s, side, side) for s in scenarios]
 
-    monkeypatch.setattr(loadtest, "_measure", measure)
+    monkeypatch.setattr(runner, "measure", measure)
     console, out = quiet_console()
     code = run_loadtest(
         write_project(tmp_path / "svc", features=[]),

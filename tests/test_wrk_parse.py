@@ -1,13 +1,19 @@
 """wrk's text report, parsed from real captures (wrk debian/4.1.0-3+b2, this machine).
 
 Each sample is verbatim output of `taskset -c 1 wrk -t1 -c<N> -d<T>s --latency <url>` against
-a small asyncio server that answered 200, 503, closed sockets, stalled or never answered.
+a small asyncio server that answered 200, 503, closed sockets, stalled or never answered;
+the one with statuses ran with `-s status.lua` against a server answering one in four 429.
 """
 
 from __future__ import annotations
 
+import itertools
 import shutil
 import socket
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
@@ -120,6 +126,29 @@ Transfer/sec:      1.60MB
 """
 
 
+# One answer in four a 429, counted by status.lua (the latencies on its line are those of the
+# 200s, an upper bound; wrk's own lines mix both).
+WITH_STATUSES = """\
+Running 1s test @ http://127.0.0.1:18999/
+  1 threads and 4 connections
+  Thread Stats   Avg      Stdev     Max   +/- Stdev
+    Latency    42.10ms    8.22ms  47.97ms   95.65%
+    Req/Sec    92.20     19.65   121.00     70.00%
+  Latency Distribution
+     50%   43.74ms
+     75%   43.96ms
+     90%   44.04ms
+     99%   47.97ms
+  92 requests in 1.00s, 10.94KB read
+  Non-2xx or 3xx responses: 23
+Requests/sec:     91.95
+Transfer/sec:     10.93KB
+""" + (
+    'BULWARK_STATUSES {"statuses": {"200": 69, "429": 23}, "expected": 69, "p50_ms": 43.881, '
+    '"p75_ms": 43.984, "p90_ms": 44.198, "p99_ms": 47.972}\n'
+)
+
+
 def test_clean_run() -> None:
     result = parse_wrk(CLEAN)
     assert result.requests == 121424
@@ -154,6 +183,33 @@ def test_write_errors_and_all_500() -> None:
     assert (result.read_errors, result.write_errors) == (8, 63338)
     assert result.non_2xx_3xx == result.requests == 56874
     assert result.errors == 8 + 63338 + 56874
+
+
+def test_status_counts_parse_and_only_expected_answers_are_throughput() -> None:
+    result = parse_wrk(WITH_STATUSES)
+    assert result.statuses == {200: 69, 429: 23}
+    assert (result.requests, result.expected, result.good) == (92, 69, 69)
+    assert result.rps == pytest.approx(91.95)  # wrk's, refusals included
+    assert result.good_rps == pytest.approx(69.0)
+    assert (result.p50_ms, result.p99_ms) == (43.881, 47.972)  # the script's, not wrk's
+    assert result.unexpected == 23
+    assert result.error_share == pytest.approx(23 / 92)
+
+
+def test_uncounted_runs_treat_non_2xx_as_unexpected() -> None:
+    result = parse_wrk(READ_ERRORS_AND_503)
+    assert result.statuses == {}
+    assert result.expected is None
+    assert result.good == result.requests - 31153
+    assert result.unexpected == 31153 + 3692
+
+
+def test_no_expected_answer_keeps_wrk_latencies() -> None:
+    marker = WITH_STATUSES.splitlines()[-1]
+    none_good = marker.replace('"expected": 69', '"expected": 0').replace("43.881", "-1.000")
+    result = parse_wrk(WITH_STATUSES.replace(marker, none_good))
+    assert (result.good, result.good_rps) == (0, 0.0)
+    assert result.p50_ms == pytest.approx(43.74)
 
 
 def test_millisecond_and_second_units() -> None:
@@ -206,3 +262,47 @@ def test_a_refused_connection_is_a_wrk_error() -> None:
         port = sock.getsockname()[1]  # bound, never listening: connections are refused
         with pytest.raises(WrkError, match="exited with 1: unable to connect"):
             run_wrk(f"http://127.0.0.1:{port}/", duration_s=1, connections=1, cpu=1)
+
+
+@contextmanager
+def one_in_four_refused() -> Iterator[int]:
+    """A keep-alive HTTP server answering 429 to every fourth request; yields its port."""
+    counter = itertools.count()
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_GET(self) -> None:
+            self.send_response(429 if next(counter) % 4 == 0 else 200)
+            self.send_header("Content-Length", "2")
+            self.end_headers()
+            self.wfile.write(b"ok")
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield httpd.server_address[1]
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+@pytest.mark.load
+@pytest.mark.skipif(shutil.which("wrk") is None, reason="needs wrk")
+def test_status_lua_counts_every_answer_by_status() -> None:
+    with one_in_four_refused() as port:
+        result = run_wrk(f"http://127.0.0.1:{port}/", duration_s=1, connections=2, cpu=1)
+    assert sum(result.statuses.values()) == result.requests > 0
+    assert set(result.statuses) == {200, 429}
+    assert result.good == result.statuses[200]
+    assert result.statuses[429] == result.non_2xx_3xx
+    with one_in_four_refused() as port:
+        both = run_wrk(
+            f"http://127.0.0.1:{port}/", duration_s=1, connections=2, cpu=1, expect=(200, 429)
+        )
+    assert both.good == both.requests
+    assert both.unexpected == 0

@@ -1,5 +1,12 @@
-"""Harness around generated samples: load tests against a bare FastAPI baseline.
+"""Harness around generated samples, by job.
 
-Modules are imported by the command that needs them (`generator.harness.loadtest` for
-`bulwark loadtest`), so this package imports nothing itself.
+- `load/`: `bulwark loadtest`, a generated service against bare FastAPI under wrk;
+- `chaos/`: `bulwark chaos`, its dependencies broken under load;
+- `apps/`: the bare apps served beside it;
+- shared: `project` (a generated project, its environment and database), `servers`
+  (starting and stopping them), `machine` (what the machine must have, pinning), `procfs`
+  (CPU, children and sockets from /proc), `wrk`, `nginx`;
+- `matrix`, `pairwise`: `bulwark matrix`, every answer set rendered and checked.
+
+Modules are imported by the command that needs them, so this package imports nothing itself.
 """

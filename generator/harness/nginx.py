@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from generator.harness import service as svc
+from generator.harness import servers
 
 INSTALL_HINT = "sudo apt-get install -y nginx"
 _SBIN = Path("/usr/sbin/nginx")
@@ -84,8 +84,8 @@ def main_config(prefix: Path, site: Path) -> str:
 class Proxied:
     """A server reached through nginx: the URL is nginx's, both must stay alive."""
 
-    server: svc.RunningServer
-    proxy: svc.RunningServer
+    server: servers.RunningServer
+    proxy: servers.RunningServer
 
     def url(self, path: str) -> str:
         return self.proxy.url(path)
@@ -93,6 +93,10 @@ class Proxied:
     def check_alive(self) -> None:
         self.proxy.check_alive()
         self.server.check_alive()
+
+    def cpu_s(self) -> float:
+        """The proxy's CPU and the server's: both serve every request."""
+        return self.proxy.cpu_s() + self.server.cpu_s()
 
 
 def check(config: Path, prefix: Path) -> None:
@@ -111,13 +115,13 @@ def check(config: Path, prefix: Path) -> None:
 
 
 @contextmanager
-def proxy(root: Path, *, upstream_port: int, cpu: int) -> Iterator[svc.RunningServer]:
+def proxy(root: Path, *, upstream_port: int, cpu: int) -> Iterator[servers.RunningServer]:
     """Run nginx with the project's site in front of 127.0.0.1:upstream_port, pinned to `cpu`,
     until /health answers 200 through it; stop it when the block exits."""
     nginx = binary()
     if nginx is None:
         raise NginxError(f"nginx not found; install it with: {INSTALL_HINT}")
-    port = svc.free_port()
+    port = servers.free_port()
     site_text = loopback_site(
         site_file(root).read_text(encoding="utf-8"), listen_port=port, upstream_port=upstream_port
     )
@@ -130,12 +134,12 @@ def proxy(root: Path, *, upstream_port: int, cpu: int) -> Iterator[svc.RunningSe
         check(config, prefix)
         log = prefix / "nginx.log"
         command = ["taskset", "-c", str(cpu), nginx, "-p", tmp, "-c", str(config)]
-        with svc.spawn("nginx", [*command, "-g", "daemon off;"], port=port, log=log) as running:
+        with servers.spawn("nginx", [*command, "-g", "daemon off;"], port=port, log=log) as running:
             yield running
 
 
 @contextmanager
-def front(root: Path, server: svc.RunningServer, *, cpu: int) -> Iterator[Proxied]:
+def front(root: Path, server: servers.RunningServer, *, cpu: int) -> Iterator[Proxied]:
     """`server` behind the project's nginx (see `proxy`)."""
     with proxy(root, upstream_port=server.port, cpu=cpu) as running:
         yield Proxied(server=server, proxy=running)

@@ -1,7 +1,7 @@
 """Pairwise-covering answer sets over copier.yml's targets, features and Python versions.
 
 Every pair of (option, value) that some valid answer set can hold appears in at least one
-row, so a bug that needs two choices together shows up in the matrix (DESIGN.md §7).
+row, so a bug that needs two choices together shows up in the matrix.
 Computed from copier.yml at run time: a new feature joins the matrix without an edit here.
 
 Written by hand (greedy, AETG-style) rather than with allpairspy: allpairspy judges its

@@ -2,18 +2,23 @@
 
 wrk 4.x prints no machine-readable output without a Lua script, but its text report is stable;
 the parser keys on the labelled lines and accepts every time unit wrk picks per magnitude.
+`run_wrk` adds status.lua, which counts the answers by status: wrk's own report only says how
+many were not 2xx/3xx, and a 429 or a 503 must not pass for throughput.
 """
 
 from __future__ import annotations
 
+import json
+import os
 import re
 import subprocess
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Collection, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
 INSTALL_HINT = "sudo apt-get install -y wrk"
+STATUS_SCRIPT = Path(__file__).with_name("status.lua")
 
 # How often a running wrk reports progress back to the caller.
 _TICK_S = 0.25
@@ -28,6 +33,7 @@ _REQUESTS = re.compile(rf"^\s*(\d+) requests in {_NUMBER}{_UNIT}", re.MULTILINE)
 _RPS = re.compile(rf"^Requests/sec:\s+{_NUMBER}", re.MULTILINE)
 _SOCKET_ERRORS = re.compile(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)")
 _NON_2XX_3XX = re.compile(r"Non-2xx or 3xx responses: (\d+)")
+_STATUS_MARKER = "BULWARK_STATUSES "
 
 
 class WrkError(RuntimeError):
@@ -50,17 +56,40 @@ class WrkResult:
     write_errors: int = 0
     timeout_errors: int = 0
     non_2xx_3xx: int = 0
+    # Answers by status and how many had an expected one, when status.lua counted them; the
+    # latencies are then those of the expected answers (an upper bound, see status.lua).
+    statuses: Mapping[int, int] = field(default_factory=dict)
+    expected: int | None = None
+
+    @property
+    def socket_errors(self) -> int:
+        return self.connect_errors + self.read_errors + self.write_errors + self.timeout_errors
 
     @property
     def errors(self) -> int:
         """Everything that was not a 2xx/3xx answer: socket errors plus bad statuses."""
-        return (
-            self.connect_errors
-            + self.read_errors
-            + self.write_errors
-            + self.timeout_errors
-            + self.non_2xx_3xx
-        )
+        return self.socket_errors + self.non_2xx_3xx
+
+    @property
+    def good(self) -> int:
+        """Answers with an expected status (2xx/3xx when the statuses were not counted)."""
+        return self.expected if self.expected is not None else self.requests - self.non_2xx_3xx
+
+    @property
+    def good_rps(self) -> float:
+        """Throughput in expected answers only: a refusal is not served work."""
+        return self.good / self.duration_s if self.duration_s > 0 else 0.0
+
+    @property
+    def unexpected(self) -> int:
+        """Answers with another status, plus requests that got no answer in time."""
+        return self.requests - self.good + self.socket_errors
+
+    @property
+    def error_share(self) -> float:
+        """`unexpected` as a share of every request sent."""
+        sent = self.requests + self.connect_errors + self.read_errors + self.write_errors
+        return self.unexpected / sent if sent else 1.0
 
 
 def parse_wrk(text: str) -> WrkResult:
@@ -79,19 +108,28 @@ def parse_wrk(text: str) -> WrkResult:
     socket = _SOCKET_ERRORS.search(text)
     connect, read, write, timeout = (int(n) for n in socket.groups()) if socket else (0, 0, 0, 0)
     non_2xx = _NON_2XX_3XX.search(text)
+    latencies = {f"p{p:.0f}_ms": percentiles[p] for p in (50.0, 75.0, 90.0, 99.0)}
+    statuses: dict[int, int] = {}
+    expected = None
+    counted = next((ln for ln in text.splitlines() if ln.startswith(_STATUS_MARKER)), None)
+    if counted is not None:
+        figures = json.loads(counted.removeprefix(_STATUS_MARKER))
+        statuses = {int(code): n for code, n in sorted(figures["statuses"].items())}
+        expected = int(figures["expected"])
+        if expected > 0:  # else no expected answer: -1 in the script, keep wrk's own
+            latencies = {key: float(figures[key]) for key in latencies}
     return WrkResult(
         requests=int(requests.group(1)),
         duration_s=float(requests.group(2)) * _TO_MS[requests.group(3)] / 1e3,
         rps=float(rps.group(1)),
-        p50_ms=percentiles[50.0],
-        p75_ms=percentiles[75.0],
-        p90_ms=percentiles[90.0],
-        p99_ms=percentiles[99.0],
+        **latencies,
         connect_errors=connect,
         read_errors=read,
         write_errors=write,
         timeout_errors=timeout,
         non_2xx_3xx=int(non_2xx.group(1)) if non_2xx else 0,
+        statuses=statuses,
+        expected=expected,
     )
 
 
@@ -129,16 +167,26 @@ def run_wrk(
     connections: int,
     cpu: int,
     tick: Callable[[float], None] | None = None,
+    expect: Collection[int] = (200,),
 ) -> WrkResult:
     """Run wrk to completion, calling `tick(elapsed_s)` a few times a second for progress.
 
+    Answers are counted by status; those in `expect` are the good ones (`WrkResult.good`).
     wrk takes whole seconds (`-d2.5s` runs 2 s), hence the int. wrk is killed if it outlives
     the duration by `_GRACE_S`, or if this call is interrupted.
     """
-    command = wrk_command(url, duration_s=duration_s, connections=connections, cpu=cpu)
+    command = wrk_command(
+        url, duration_s=duration_s, connections=connections, cpu=cpu, script=STATUS_SCRIPT
+    )
+    env = {**os.environ, "BULWARK_EXPECT": ",".join(map(str, sorted(expect)))}
     started = time.monotonic()
     proc = subprocess.Popen(
-        command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        command,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
     )
     try:
         while True:

@@ -1,4 +1,4 @@
-"""Bare FastAPI with the same slow route as overload_app.py: what overload does without shedding."""
+"""Bare FastAPI with overload_service.py's slow route: what overload does without shedding."""
 
 import asyncio
 import os
@@ -22,6 +22,6 @@ async def slow() -> dict[str, str]:
     return {"status": "ok"}
 
 
-# Spelled out rather than decorated for the reason given in baseline_app.py.
+# Spelled out rather than decorated for the reason given in baseline.py.
 app.add_api_route("/health", health, methods=["GET"])
 app.add_api_route("/slow", slow, methods=["GET"])

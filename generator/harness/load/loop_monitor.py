@@ -1,4 +1,4 @@
-"""The `loop-monitor` scenario of `bulwark loadtest` (issue 6): the monitor on against off.
+"""The `loop-monitor` scenario of `bulwark loadtest`: the monitor on against off.
 
 The monitor does no per-request work in production (a heartbeat on the loop 10 times a second
 and a watchdog thread), so its cost is well under 1 %, far inside the drift of two separate
@@ -15,15 +15,25 @@ from __future__ import annotations
 import secrets
 import statistics
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
 from typing import Any
 
 from rich.progress import Progress
 
-from generator.harness import service as svc
-from generator.harness import wrk
-from generator.harness.wrk import WrkResult
+from generator.harness import procfs, servers, wrk
+from generator.harness.load.scenario import (
+    Bench,
+    Scenario,
+    Side,
+    Verdict,
+    cpu_us_per_request,
+    pair_ratios,
+)
+from generator.harness.machine import WRK_CPU
+from generator.harness.project import ServiceError
 
 BASELINE = "service, loop monitor off"
 INTERVAL_MS = 100.0
@@ -46,22 +56,68 @@ BASELINE_SETTINGS = (
 )
 
 
-def before_runs(
-    servers: Mapping[str, svc.RunningServer],
-    *,
-    seconds: int,
-    connections: int,
-    wrk_cpu: int,
-    progress: Progress,
-) -> dict[str, Any]:
-    """The sides checked and their idle CPU (`idle_figures`), then both loaded at once."""
-    return idle_figures(servers) | concurrent_figures(
-        servers, seconds=seconds, connections=connections, wrk_cpu=wrk_cpu, progress=progress
-    )
+@dataclass(frozen=True, slots=True)
+class LoopMonitor(Scenario):
+    """The service against itself with the monitor off; `baseline_settings` name the off
+    side's settings (without the prefix)."""
+
+    baseline_settings: tuple[tuple[str, str], ...] = BASELINE_SETTINGS
+
+    def baseline_server(self, bench: Bench) -> AbstractContextManager[servers.RunningServer]:
+        env = bench.service_env(self.baseline_settings)
+        return servers.service(bench.project, env, workers=self.workers, name="baseline")
+
+    def before_runs(
+        self, running: Mapping[str, servers.RunningServer], bench: Bench
+    ) -> dict[str, Any]:
+        """The sides checked and their idle CPU (`idle_figures`), then both loaded at once."""
+        return idle_figures(running) | concurrent_figures(
+            running,
+            seconds=bench.seconds,
+            connections=bench.connections,
+            wrk_cpu=WRK_CPU,
+            progress=bench.progress,
+        )
+
+    def figures(self, baseline: Side, service: Side) -> dict[str, Any]:
+        """Per-pair figures: each service run against the baseline run just before it, so
+        drift between pairs cancels out of each ratio, and their medians.
+
+        Two estimates of the same cost: rps (service / baseline) and CPU per request
+        (baseline / service, so both read as "throughput with the monitor on, as a share of
+        off"). A neighbour taking part of the server core moves rps far more than it moves
+        CPU per request.
+        """
+        ratios = pair_ratios(baseline.runs, service.runs)
+        off = cpu_us_per_request(baseline.runs, baseline.cpu_s)
+        on = cpu_us_per_request(service.runs, service.cpu_s)
+        cpu_ratios = [b / s for b, s in zip(off, on, strict=True)]
+        return {
+            "measured_runs": len(ratios),
+            "pair_ratio_median": round(statistics.median(ratios), 4),
+            "cpu_us_per_request_on": round(statistics.median(on), 2),
+            "cpu_us_per_request_off": round(statistics.median(off), 2),
+            "cpu_pair_ratio_median": round(statistics.median(cpu_ratios), 4),
+            "pair_ratios": [round(ratio, 4) for ratio in ratios],
+            "cpu_pair_ratios": [round(ratio, 4) for ratio in cpu_ratios],
+        }
+
+    def verdict(self, entry: Mapping[str, Any]) -> Verdict:
+        if entry.get("failed"):
+            return Verdict(f"failed: {entry['failed']}", False)
+        # Judged on both sides loaded at once when measured: alternated runs drift far more
+        # than the 2 % at stake.
+        ratio = entry.get("concurrent_ratio_median", entry["ratio"])
+        idle = entry.get("idle_cpu_monitor_pct", 0.0)
+        return Verdict(
+            "rps ≥ 0.98 x the same service with the monitor off (loaded at once), "
+            "monitor's idle CPU ≤ 0.25 %",
+            ratio >= 0.98 and idle <= 0.25,
+        )
 
 
 def idle_figures(
-    servers: Mapping[str, svc.RunningServer], *, window_s: float | None = None
+    servers: Mapping[str, servers.RunningServer], *, window_s: float | None = None
 ) -> dict[str, Any]:
     """Check both sides' monitor through /health/detailed, then their CPU over one idle window
     (IDLE_WINDOW_S unless given; the test suite shortens it).
@@ -72,12 +128,12 @@ def idle_figures(
     baseline, service = servers["baseline"], servers["service"]
     off, on = detailed(baseline), detailed(service)
     if "loop_monitor" in off["resources"]:
-        raise svc.ServiceError("loop-monitor: the baseline side runs a loop monitor")
+        raise ServiceError("loop-monitor: the baseline side runs a loop monitor")
     monitor = on["resources"].get("loop_monitor")
     if monitor is None:
-        raise svc.ServiceError("loop-monitor: the service side runs no loop monitor")
+        raise ServiceError("loop-monitor: the service side runs no loop monitor")
     if monitor["interval_ms"] != INTERVAL_MS or on["environment"] != "prod":
-        raise svc.ServiceError(
+        raise ServiceError(
             f"loop-monitor: the service side runs at {monitor['interval_ms']} ms in "
             f"{on['environment']} mode, not {INTERVAL_MS:g} ms in prod"
         )
@@ -102,7 +158,7 @@ def idle_figures(
 
 
 def concurrent_figures(
-    servers: Mapping[str, svc.RunningServer],
+    servers: Mapping[str, servers.RunningServer],
     *,
     seconds: int,
     connections: int,
@@ -142,14 +198,14 @@ def concurrent_figures(
         for server in servers.values():
             server.check_alive()
         on, off = results["service"], results["baseline"]
-        if off.rps <= 0:
-            raise svc.ServiceError("loop-monitor: the baseline completed no request at once")
-        progress.update(task, advance=length, figure=f"on/off {on.rps / off.rps:.3f}")
+        if off.good_rps <= 0:
+            raise ServiceError("loop-monitor: the baseline completed no request at once")
+        progress.update(task, advance=length, figure=f"on/off {on.good_rps / off.good_rps:.3f}")
         if index > 0:
-            ratios.append(on.rps / off.rps)
-            rps_on.append(on.rps)
-            rps_off.append(off.rps)
-            errors += on.errors + off.errors
+            ratios.append(on.good_rps / off.good_rps)
+            rps_on.append(on.good_rps)
+            rps_off.append(off.good_rps)
+            errors += on.unexpected + off.unexpected
     return {
         "concurrent_runs": len(ratios),
         "concurrent_rps_on": round(statistics.median(rps_on), 2),
@@ -160,67 +216,33 @@ def concurrent_figures(
     }
 
 
-def detailed(server: svc.RunningServer) -> dict[str, Any]:
+def detailed(server: servers.RunningServer) -> dict[str, Any]:
     """The server's /health/detailed document, asked with the harness's token."""
-    document = svc.fetch_json(
+    document = servers.fetch_json(
         server, "/health/detailed", headers={"Authorization": f"Bearer {_TOKEN}"}
     )
     if not isinstance(document, dict) or not isinstance(document.get("resources"), dict):
-        raise svc.ServiceError(f"{server.name}: /health/detailed has no resources: {document!r}")
+        raise ServiceError(f"{server.name}: /health/detailed has no resources: {document!r}")
     return document
 
 
 def idle_cpu_percent(pids: Mapping[str, int], *, window_s: float) -> dict[str, float]:
     """CPU of each process (all its threads) over the same window, in percent of one core."""
-    start = {name: svc.threads_cpu_s(pid) for name, pid in pids.items()}
+    start = {name: procfs.threads_cpu_s(pid) for name, pid in pids.items()}
     started = time.monotonic()
     time.sleep(window_s)
     elapsed = time.monotonic() - started
     return {
-        name: (svc.threads_cpu_s(pid) - start[name]) / elapsed * 100.0 for name, pid in pids.items()
+        name: (procfs.threads_cpu_s(pid) - start[name]) / elapsed * 100.0
+        for name, pid in pids.items()
     }
 
 
-def run_figures(
-    baseline: Sequence[WrkResult],
-    service: Sequence[WrkResult],
-    cpu_s: Mapping[str, Sequence[float]],
-) -> dict[str, Any]:
-    """Per-pair figures: each service run against the baseline run just before it, so drift
-    between pairs cancels out of each ratio, and their medians.
-
-    Two estimates of the same cost: rps (service / baseline) and CPU per request (baseline /
-    service, so both read as "throughput with the monitor on, as a share of off"). A neighbour
-    taking part of the server core moves rps far more than it moves CPU per request.
-    """
-    ratios = pair_ratios(baseline, service)
-    off = cpu_us_per_request(baseline, cpu_s["baseline"])
-    on = cpu_us_per_request(service, cpu_s["service"])
-    cpu_ratios = [b / s for b, s in zip(off, on, strict=True)]
-    return {
-        "measured_runs": len(ratios),
-        "pair_ratio_median": round(statistics.median(ratios), 4),
-        "cpu_us_per_request_on": round(statistics.median(on), 2),
-        "cpu_us_per_request_off": round(statistics.median(off), 2),
-        "cpu_pair_ratio_median": round(statistics.median(cpu_ratios), 4),
-        "pair_ratios": [round(ratio, 4) for ratio in ratios],
-        "cpu_pair_ratios": [round(ratio, 4) for ratio in cpu_ratios],
-    }
-
-
-def cpu_us_per_request(runs: Sequence[WrkResult], cpu_s: Sequence[float]) -> list[float]:
-    """The server's CPU time per answered request of each run, in microseconds."""
-    if len(runs) != len(cpu_s):
-        raise ValueError(f"{len(runs)} runs but {len(cpu_s)} CPU readings")
-    if any(run.requests <= 0 or cpu <= 0 for run, cpu in zip(runs, cpu_s, strict=True)):
-        raise svc.ServiceError("loop-monitor: a run answered no request or used no CPU")
-    return [cpu / run.requests * 1e6 for run, cpu in zip(runs, cpu_s, strict=True)]
-
-
-def pair_ratios(baseline: Sequence[WrkResult], service: Sequence[WrkResult]) -> list[float]:
-    """service rps / baseline rps of each alternated pair, in run order."""
-    if len(baseline) != len(service) or not baseline:
-        raise ValueError(f"unpaired runs: {len(baseline)} baseline, {len(service)} service")
-    if any(run.rps <= 0 for run in baseline):
-        raise svc.ServiceError("loop-monitor: a baseline run completed no request")
-    return [s.rps / b.rps for b, s in zip(baseline, service, strict=True)]
+LOOP_MONITOR = LoopMonitor(
+    "loop-monitor",
+    "the service with its loop monitor on (prod, 100 ms) vs the same service with it off",
+    "/health",
+    features=("loop_monitor",),
+    service_settings=SERVICE_SETTINGS,
+    runs=RUNS,
+)

@@ -10,8 +10,7 @@ import base64
 import html
 import io
 import json
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,71 +18,18 @@ from matplotlib.axes import Axes
 from matplotlib.container import BarContainer
 from matplotlib.figure import Figure
 
+from generator.harness.load.scenario import BASELINE_COLOUR, SERVICE_COLOUR, Scenario, Verdict
+from generator.harness.load.scenarios import SCENARIOS
+
 REPORT_JSON = "report.json"
 REPORT_PNG = "report.png"
 REPORT_HTML = "index.html"
 
-_BASELINE_COLOUR = "#9e9e9e"
-_SERVICE_COLOUR = "#1565c0"
-_SHED_COLOUR = "#e65100"
-
-
-@dataclass(frozen=True, slots=True)
-class Verdict:
-    """A scenario's target in words, and whether this run met it (None: report only)."""
-
-    target: str
-    met: bool | None
-
-
-def _ratio_at_least(floor: float, wording: str) -> Callable[[Mapping[str, Any]], Verdict]:
-    def judge(entry: Mapping[str, Any]) -> Verdict:
-        return Verdict(f"{wording} ≥ {floor:g}", entry["ratio"] >= floor)
-
-    return judge
-
-
-def _overload(entry: Mapping[str, Any]) -> Verdict:
-    shed, admitted = entry.get("shed_p99_ms"), entry.get("admitted_p99_ms")
-    unloaded, errors = entry.get("unloaded_p99_ms"), entry.get("non_503_errors")
-    if shed is None or admitted is None or unloaded is None:
-        return Verdict("shed p99 < 2 ms, admitted p99 ≤ 2 x unloaded p99", None)
-    # The Lua script reports -1 for a class with no answer: no shed answer is no evidence.
-    met = 0 <= shed < 2.0 and 0 <= admitted <= 2 * unloaded and not errors
-    return Verdict(
-        f"shed p99 < 2 ms, admitted p99 ≤ 2 x unloaded p99 ({2 * unloaded:.1f} ms), "
-        "no non-503 errors",
-        met,
-    )
-
-
-def _loop_monitor(entry: Mapping[str, Any]) -> Verdict:
-    # Judged on both sides loaded at once when measured: alternated runs drift far more than
-    # the 2 % at stake (harness/loop_monitor.py).
-    ratio = entry.get("concurrent_ratio_median", entry["ratio"])
-    idle = entry.get("idle_cpu_monitor_pct", 0.0)
-    return Verdict(
-        "rps ≥ 0.98 x the same service with the monitor off (loaded at once), "
-        "monitor's idle CPU ≤ 0.25 %",
-        ratio >= 0.98 and idle <= 0.25,
-    )
-
-
-# Issues 3-5: health and db-read against their bare baselines; cached-read against the bare
-# FastAPI + asyncpg read, which is db-read's baseline too; direct and nginx show nginx's cost.
-_TARGETS: dict[str, Callable[[Mapping[str, Any]], Verdict]] = {
-    "health": _ratio_at_least(0.90, "rps ratio"),
-    "db-read": _ratio_at_least(0.85, "rps ratio"),
-    "cached-read": _ratio_at_least(1.5, "rps / bare db-read rps"),
-    "overload": _overload,
-    "loop-monitor": _loop_monitor,
-}
-
 
 def verdict(entry: Mapping[str, Any]) -> Verdict:
-    """The target of one scenario entry of the JSON document, judged on its figures."""
-    judge = _TARGETS.get(entry["name"])
-    return judge(entry) if judge else Verdict("report only", None)
+    """The target of one scenario entry of the JSON document, judged by its scenario."""
+    scenario = SCENARIOS.get(entry["name"])
+    return scenario.verdict(entry) if scenario else Verdict("report only", None)
 
 
 def write_report(report: Mapping[str, Any], out_dir: Path) -> list[Path]:
@@ -114,13 +60,13 @@ def plot(report: Mapping[str, Any]) -> bytes:
     scenarios = report["scenarios"]
     _rps_bars(rps_axes, scenarios)
     _latency_bars(latency_axes, scenarios)
-    overload = next((entry for entry in scenarios if entry["name"] == "overload"), None)
-    if overload is not None and overload.get("series"):
-        _over_time(over_time, overload)
+    drawn = next((e for e in scenarios if _draws(e) and e.get("series")), None)
+    if drawn is not None:
+        SCENARIOS[drawn["name"]].draw_over_time(over_time, drawn)
     else:
         reason = next(
-            (s["reason"] for s in report.get("skipped", ()) if s["name"] == "overload"),
-            "the overload scenario was not run",
+            (s["reason"] for s in report.get("skipped", ()) if _draws(s)),
+            "no scenario with a latency series was run",
         )
         over_time.set_axis_off()
         over_time.text(0.5, 0.5, f"No latency over time: {reason}", ha="center", wrap=True)
@@ -132,6 +78,15 @@ def plot(report: Mapping[str, Any]) -> bytes:
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png")
     return buffer.getvalue()
+
+
+def _draws(entry: Mapping[str, Any]) -> bool:
+    scenario: Scenario | None = SCENARIOS.get(entry["name"])
+    return scenario is not None and scenario.over_time
+
+
+def _ratio(entry: Mapping[str, Any]) -> str:
+    return "failed" if entry.get("ratio") is None else f"{entry['ratio']:.2f}"
 
 
 def _grouped(
@@ -157,11 +112,12 @@ def _rps_bars(axes: Axes, scenarios: Sequence[Mapping[str, Any]]) -> None:
         axes,
         names,
         {
-            "bare FastAPI": ([e["baseline_rps"] for e in scenarios], _BASELINE_COLOUR),
-            "generated": ([e["rps"] for e in scenarios], _SERVICE_COLOUR),
+            "bare FastAPI": ([e["baseline_rps"] for e in scenarios], BASELINE_COLOUR),
+            "generated": ([e["rps"] for e in scenarios], SERVICE_COLOUR),
         },
     )
-    axes.bar_label(service, [f"{e['ratio']:.2f}x" for e in scenarios], fontsize=8)
+    labels = [_ratio(e) + ("" if e.get("ratio") is None else "x") for e in scenarios]
+    axes.bar_label(service, labels, fontsize=8)
     axes.set_title("requests per second (label: generated / bare)", fontsize=10)
     axes.set_ylabel("rps (median run)")
 
@@ -173,46 +129,14 @@ def _latency_bars(axes: Axes, scenarios: Sequence[Mapping[str, Any]]) -> None:
         names,
         {
             "bare p50": ([e["baseline_p50_ms"] for e in scenarios], "#cfcfcf"),
-            "bare p99": ([e["baseline_p99_ms"] for e in scenarios], _BASELINE_COLOUR),
+            "bare p99": ([e["baseline_p99_ms"] for e in scenarios], BASELINE_COLOUR),
             "generated p50": ([e["p50_ms"] for e in scenarios], "#90caf9"),
-            "generated p99": ([e["p99_ms"] for e in scenarios], _SERVICE_COLOUR),
+            "generated p99": ([e["p99_ms"] for e in scenarios], SERVICE_COLOUR),
         },
     )
     axes.set_yscale("log")
-    axes.set_title("latency per scenario (wrk, all answers)", fontsize=10)
+    axes.set_title("latency per scenario (wrk, expected answers)", fontsize=10)
     axes.set_ylabel("ms (log)")
-
-
-def _over_time(axes: Axes, entry: Mapping[str, Any]) -> None:
-    def line(
-        series: Sequence[Mapping[str, Any]], key: str, label: str, colour: str, style: str
-    ) -> None:
-        points = [(b["t_s"], b[key]) for b in series if b[key] is not None]
-        if points:
-            xs, ys = zip(*points, strict=True)
-            axes.plot(xs, ys, style, label=label, color=colour, marker=".")
-
-    service, baseline = entry["series"], entry.get("baseline_series", [])
-    line(baseline, "admitted_p99_ms", "bare FastAPI p99 (no shedding)", _BASELINE_COLOUR, "-")
-    line(baseline, "admitted_p50_ms", "bare FastAPI p50", _BASELINE_COLOUR, "--")
-    line(service, "admitted_p99_ms", "generated admitted p99", _SERVICE_COLOUR, "-")
-    line(service, "admitted_p50_ms", "generated admitted p50", _SERVICE_COLOUR, "--")
-    line(service, "shed_p99_ms", "generated shed (503) p99", _SHED_COLOUR, "-")
-    if unloaded := entry.get("unloaded_p99_ms"):
-        axes.axhline(2 * unloaded, color=_SERVICE_COLOUR, linewidth=0.8, linestyle=":")
-        axes.annotate("admitted target", (0, 2 * unloaded), fontsize=8, color=_SERVICE_COLOUR)
-    axes.axhline(2.0, color=_SHED_COLOUR, linewidth=0.8, linestyle=":")
-    axes.annotate("shed target 2 ms", (0, 2.0), fontsize=8, color=_SHED_COLOUR)
-    axes.set_yscale("log")
-    axes.set_xlabel(f"seconds into the median run (buckets of {entry.get('interval_s', 1)} s)")
-    axes.set_ylabel("ms (log)")
-    offered = entry.get("offered_over_capacity")
-    axes.set_title(
-        "latency over time under overload"
-        + (f" (offered ≈ {offered}x capacity)" if offered is not None else ""),
-        fontsize=10,
-    )
-    axes.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=3)
 
 
 # --- the page --------------------------------------------------------------------------------
@@ -231,7 +155,7 @@ def page(report: Mapping[str, Any], png: bytes) -> str:
             "<tr>"
             f"<td>{esc(entry['name'])}</td>"
             f"<td>{entry['rps']:,.0f}</td><td>{entry['baseline_rps']:,.0f}</td>"
-            f"<td>{entry['ratio']:.2f}</td>"
+            f"<td>{_ratio(entry)}</td>"
             f"<td>{entry['p50_ms']:.2f}</td><td>{entry['baseline_p50_ms']:.2f}</td>"
             f"<td>{entry['p99_ms']:.2f}</td><td>{entry['baseline_p99_ms']:.2f}</td>"
             f"<td>{entry['errors']}</td>"
@@ -268,7 +192,9 @@ img {{ max-width: 100%; }}
 <body>
 <h1>Bulwark load-test report</h1>
 <p>Generated service against bare FastAPI, same machine, same run. rps and latency are
-wrk's, from the median run by rps; ratio = generated rps / bare rps.</p>
+wrk's over the expected answers only, from the median run by rps; ratio = generated rps /
+bare rps. A scenario with more than 0.1 % unexpected answers on either side has failed and
+shows no ratio.</p>
 <table>
 <thead><tr><th>scenario</th><th>rps</th><th>bare rps</th><th>ratio</th>
 <th>p50 ms</th><th>bare p50 ms</th><th>p99 ms</th><th>bare p99 ms</th><th>errors</th>
@@ -311,6 +237,8 @@ _TABLE_KEYS = frozenset(
         "workers",
         "via_nginx",
         "runs",
+        "expected_statuses",
+        "failed",
     }
 )
 

@@ -1,5 +1,5 @@
-"""What `bulwark chaos` breaks and watches: the service as production runs it, its embedded
-PostgreSQL, a redis-server of its own, and uvicorn's worker processes.
+"""What `bulwark chaos` breaks: the service as production runs it, its embedded PostgreSQL and
+a redis-server of its own.
 
 The service runs as `python -m <package>`, the entry point the systemd unit and the container
 use: it installs the graceful-shutdown timeout, the exit status 0 after a drain and, with
@@ -18,34 +18,34 @@ from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
-from generator.harness import service as svc
+from generator.harness import project as proj
+from generator.harness import servers
 
 REDIS_INSTALL_HINT = "sudo apt-get install -y redis-server"
 _REDIS_START_TIMEOUT_S = 10.0
-_TCP_ESTABLISHED = "01"
 
 
 @contextmanager
 def serve_module(
-    project: svc.Project,
+    project: proj.Project,
     settings: Mapping[str, str],
     extra_env: Mapping[str, str],
     *,
     workers: int = 1,
     keep_log: Path | None = None,
-) -> Iterator[svc.RunningServer]:
+) -> Iterator[servers.RunningServer]:
     """`python -m <package>` on the server core in production mode until /health answers.
 
     `settings` are named without the env prefix; `extra_env` is passed as is (DATABASE_URL,
     REDIS_URL). Stopped (SIGTERM, then SIGKILL) when the block exits, if still running; its
     output is then copied to `keep_log`, if given.
     """
-    port = svc.free_port()
+    port = servers.free_port()
     prefix = project.env_prefix
     with tempfile.TemporaryDirectory(prefix="bulwark-chaos-") as tmp:
         own = {
             "ENVIRONMENT": "prod",
-            "HOST": svc.HOST,
+            "HOST": servers.HOST,
             "PORT": str(port),
             "WORKERS": str(workers),
             **settings,
@@ -57,14 +57,14 @@ def serve_module(
         command = [
             "taskset",
             "-c",
-            str(svc.SERVER_CPU),
+            str(servers.SERVER_CPU),
             str(project.python),
             "-m",
             project.package_name,
         ]
         log = Path(tmp) / "server.log"
         try:
-            with svc.spawn(
+            with servers.spawn(
                 "service", command, port=port, log=log, cwd=project.root, env=env
             ) as server:
                 yield server
@@ -77,25 +77,25 @@ def serve_module(
 # --- embedded PostgreSQL (the project's scripts/devdb.py) ---------------------------------------
 
 
-def postgres_stop(project: svc.Project) -> None:
+def postgres_stop(project: proj.Project) -> None:
     """Stop the project's embedded PostgreSQL (fast shutdown: sessions are cut), keep its data."""
-    svc.run_step(
+    proj.run_step(
         [str(project.python), "scripts/devdb.py", "stop"],
         cwd=project.root,
-        timeout=svc.STEP_TIMEOUT_S,
+        timeout=proj.STEP_TIMEOUT_S,
     )
 
 
-def postgres_start(project: svc.Project, cpus: Iterable[int]) -> None:
+def postgres_start(project: proj.Project, cpus: Iterable[int]) -> None:
     """Start it again on the same data and socket; returns once it accepts connections.
 
     On `cpus`: the harness itself is pinned to wrk's core by then, and the server must not
     inherit that.
     """
-    svc.run_step(
+    proj.run_step(
         [*_on(cpus), str(project.python), "scripts/devdb.py", "url"],
         cwd=project.root,
-        timeout=svc.STEP_TIMEOUT_S,
+        timeout=proj.STEP_TIMEOUT_S,
     )
 
 
@@ -115,15 +115,15 @@ class RedisServer:
     def __init__(self, cpus: Iterable[int] = ()) -> None:
         executable = shutil.which("redis-server")
         if executable is None:
-            raise svc.ServiceError(f"redis-server not found; install it: {REDIS_INSTALL_HINT}")
+            raise proj.ServiceError(f"redis-server not found; install it: {REDIS_INSTALL_HINT}")
         self.executable = executable
-        self.port = svc.free_port()
+        self.port = servers.free_port()
         self.cpus = tuple(cpus)
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
-        return f"redis://{svc.HOST}:{self.port}/0"
+        return f"redis://{servers.HOST}:{self.port}/0"
 
     def __enter__(self) -> RedisServer:
         self.start()
@@ -135,7 +135,7 @@ class RedisServer:
             [
                 *_on(self.cpus),
                 self.executable,
-                *("--bind", svc.HOST, "--port", str(self.port)),
+                *("--bind", servers.HOST, "--port", str(self.port)),
                 *("--save", "", "--appendonly", "no", "--loglevel", "warning"),
             ],
             stdin=subprocess.DEVNULL,
@@ -146,7 +146,7 @@ class RedisServer:
         while self.command(b"PING") != b"+PONG":
             if self.process.poll() is not None or time.monotonic() > deadline:
                 self.kill()
-                raise svc.ServiceError(f"redis-server did not start on port {self.port}")
+                raise proj.ServiceError(f"redis-server did not start on port {self.port}")
             time.sleep(0.02)
 
     def __exit__(self, *exc_info: object) -> None:
@@ -162,7 +162,7 @@ class RedisServer:
     def command(self, inline: bytes) -> bytes:
         """One inline command's first reply line (e.g. b"+PONG", b":12"); b"" when no answer."""
         try:
-            with socket.create_connection((svc.HOST, self.port), timeout=0.5) as sock:
+            with socket.create_connection((servers.HOST, self.port), timeout=0.5) as sock:
                 sock.sendall(inline + b"\r\n")
                 return sock.recv(256).split(b"\r\n", 1)[0]
         except OSError:
@@ -171,52 +171,3 @@ class RedisServer:
     def key_count(self) -> int:
         reply = self.command(b"DBSIZE")
         return int(reply[1:]) if reply.startswith(b":") else 0
-
-
-# --- processes and sockets, from /proc -----------------------------------------------------------
-
-
-def worker_pids(supervisor: int) -> list[int]:
-    """uvicorn's worker processes under `supervisor` (multiprocessing spawn children, not its
-    resource tracker); [] when it has none or is gone."""
-    try:
-        children = Path(f"/proc/{supervisor}/task/{supervisor}/children").read_text()
-    except OSError:
-        return []
-    workers = []
-    for pid in map(int, children.split()):
-        try:
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
-        except OSError:
-            continue
-        if b"multiprocessing" in cmdline and b"resource_tracker" not in cmdline:
-            workers.append(pid)
-    return sorted(workers)
-
-
-def established_connections(pid: int, port: int) -> int:
-    """Client connections to `port` that process `pid` holds open (ESTABLISHED, IPv4)."""
-    inodes = set()
-    fd_dir = Path(f"/proc/{pid}/fd")
-    try:
-        fds = list(fd_dir.iterdir())
-    except OSError:
-        return 0
-    for fd in fds:
-        try:
-            target = os.readlink(fd)
-        except OSError:
-            continue
-        if target.startswith("socket:["):
-            inodes.add(target[len("socket:[") : -1])
-    try:
-        table = Path(f"/proc/{pid}/net/tcp").read_text().splitlines()[1:]
-    except OSError:
-        return 0
-    count = 0
-    for line in table:
-        fields = line.split()
-        local_port = int(fields[1].rsplit(":", 1)[1], 16)
-        if local_port == port and fields[3] == _TCP_ESTABLISHED and fields[9] in inodes:
-            count += 1
-    return count

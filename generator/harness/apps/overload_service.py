@@ -1,6 +1,6 @@
 """The generated service plus one slow route, for the `overload` scenario.
 
-Runs on the generated project's interpreter (like baseline_app.py, it imports nothing from
+Runs on the generated project's interpreter (like baseline.py, it imports nothing from
 Bulwark); the harness names the project's package in BULWARK_PACKAGE and sets the service's
 shedding settings through its usual environment variables.
 """

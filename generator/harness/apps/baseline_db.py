@@ -1,4 +1,4 @@
-"""The bare FastAPI + asyncpg app the database scenarios are measured against (issue 4).
+"""The bare FastAPI + asyncpg app the database scenarios are measured against.
 
 What a plain FastAPI user writes to serve one row by id: a pool made in the lifespan (the same
 sizes as the generated service's defaults), one `fetchrow`, a pydantic response model. It runs

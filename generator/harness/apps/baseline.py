@@ -1,4 +1,4 @@
-"""The bare FastAPI app every load-test ratio is measured against (DESIGN.md §8).
+"""The bare FastAPI app every load-test ratio is measured against.
 
 One route, declared the way a plain FastAPI user writes it; the generated service's /health
 answers the same JSON, so the ratio prices everything the template adds. It runs on the

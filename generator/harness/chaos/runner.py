@@ -1,5 +1,5 @@
-"""`bulwark chaos`: break a generated service's dependencies under load and check the figures
-issue 8 sets (DESIGN.md §7). The faults themselves are in chaos_scenarios.py.
+"""`bulwark chaos`: break a generated service's dependencies under load and check each fault's
+targets. The faults themselves are one module each (scenarios.py lists them).
 
 Real PostgreSQL (the project's embedded one), a real redis-server on loopback, wrk on one core
 and the service on the other, as in `bulwark loadtest`. Exit 0 when every target is met, 1 when
@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import shutil
 from collections.abc import Sequence
 from contextlib import ExitStack
 from pathlib import Path
@@ -21,23 +19,11 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from generator.harness import chaos_infra, wrk
-from generator.harness import service as svc
-from generator.harness.chaos_scenarios import (
-    DOWN_503_MS,
-    SCENARIOS,
-    WRK_CPU,
-    Context,
-    Result,
-)
-from generator.harness.db_scenarios import seed_item
-from generator.harness.loadtest import (
-    _UV_INSTALL_HINT,
-    UsageError,
-    _machine,
-    _machine_line,
-    load_for_load_test,
-)
+from generator.harness import machine, project, wrk
+from generator.harness.chaos.scenario import DOWN_503_MS, Context, Result
+from generator.harness.chaos.scenarios import SCENARIOS
+from generator.harness.machine import WRK_CPU, UsageError
+from generator.harness.servers import SERVER_CPU
 
 
 def run_chaos(
@@ -53,15 +39,15 @@ def run_chaos(
 ) -> int:
     """Run each scenario in order; print a table of figures vs targets; write JSON if asked."""
     try:
-        project = _check_usage(dest, scenarios, outage_s, drain_s, connections)
+        loaded = _check_usage(dest, scenarios, outage_s, drain_s, connections)
     except UsageError as exc:
         console.print(f"[red]error:[/] {escape(str(exc))}")
         return 2
     names = list(dict.fromkeys(scenarios))
     try:
         log_dir = None if json_path is None else json_path.with_suffix(".logs")
-        machine, results = _run(
-            project,
+        found, results = _run(
+            loaded,
             names,
             console,
             outage_s=outage_s,
@@ -70,7 +56,7 @@ def run_chaos(
             latency_target_ms=latency_target_ms,
             log_dir=log_dir,
         )
-    except (svc.ServiceError, wrk.WrkError) as exc:
+    except (project.ServiceError, wrk.WrkError) as exc:
         console.print(f"[red]error:[/] {escape(str(exc))}")
         return 1
     except KeyboardInterrupt:
@@ -78,18 +64,18 @@ def run_chaos(
         return 130
     console.print(_table(results))
     console.print(
-        f"wrk -c{connections} on CPU {WRK_CPU}, service (`python -m {project.package_name}`) "
-        f"on CPU {svc.SERVER_CPU}; outage {outage_s:g} s, drain delay {drain_s:g} s"
+        f"wrk -c{connections} on CPU {WRK_CPU}, service (`python -m {loaded.package_name}`) "
+        f"on CPU {SERVER_CPU}; outage {outage_s:g} s, drain delay {drain_s:g} s"
     )
     if json_path is not None:
         report = {
-            "machine": machine,
+            "machine": found,
             "protocol": {
                 "connections": connections,
                 "outage_s": outage_s,
                 "drain_s": drain_s,
                 "latency_target_ms": latency_target_ms,
-                "server_cpu": svc.SERVER_CPU,
+                "server_cpu": SERVER_CPU,
                 "wrk_cpu": WRK_CPU,
             },
             "scenarios": [result.report() for result in results],
@@ -106,7 +92,7 @@ def run_chaos(
 
 def _check_usage(
     dest: Path, scenarios: Sequence[str], outage_s: float, drain_s: float, connections: int
-) -> svc.Project:
+) -> project.Project:
     if not scenarios:
         raise UsageError(f"name at least one scenario (or --all): {', '.join(SCENARIOS)}")
     unknown = [name for name in scenarios if name not in SCENARIOS]
@@ -116,30 +102,18 @@ def _check_usage(
         raise UsageError("--outage and --drain must be positive")
     if connections < 1:
         raise UsageError(f"connections must be at least 1, got {connections}")
-    needs_redis = any(SCENARIOS[name].needs_redis for name in scenarios)
-    project = load_for_load_test(
-        dest, [("redis-server", chaos_infra.REDIS_INSTALL_HINT)] if needs_redis else []
-    )
-    for name in dict.fromkeys(scenarios):
-        scenario = SCENARIOS[name]
-        missing = [f for f in scenario.features if f not in project.features]
-        if missing:
-            raise UsageError(
-                f"scenario {name} needs the {', '.join(missing)} feature(s); "
-                f"{dest} was generated without them"
-            )
-        if scenario.embedded_postgres and "DATABASE_URL" in os.environ:
-            raise UsageError(
-                f"scenario {name} stops the project's embedded PostgreSQL; "
-                "unset DATABASE_URL to use it"
-            )
-    if not project.python.exists() and shutil.which("uv") is None:
-        raise UsageError(f"{dest} has no .venv and uv is not found; install it: {_UV_INSTALL_HINT}")
-    return project
+    chosen = [SCENARIOS[name] for name in dict.fromkeys(scenarios)]
+    loaded = machine.load_project(dest, [tool for fault in chosen for tool in fault.tools])
+    for fault in chosen:
+        reason = fault.unavailable(loaded)
+        if reason is not None:
+            raise UsageError(reason)
+    machine.check_environment(loaded)
+    return loaded
 
 
 def _run(
-    project: svc.Project,
+    loaded: project.Project,
     names: Sequence[str],
     console: Console,
     *,
@@ -149,26 +123,21 @@ def _run(
     latency_target_ms: float,
     log_dir: Path | None,
 ) -> tuple[dict[str, Any], list[Result]]:
-    if not project.python.exists():
-        with console.status(f"creating {project.root}/.venv with uv sync"):
-            svc.create_environment(project)
+    machine.ensure_environment(loaded, console)
     results = []
     with ExitStack() as stack:
         with console.status("reading versions; starting and migrating the database if any"):
-            machine = _machine(project)
-            db_env = stack.enter_context(svc.database(project))
+            found = machine.info(loaded)
+            db_env = stack.enter_context(project.database(loaded))
             item_path = None
-            if "postgres" in project.features:
-                item_path = "/items/{item_id}".format(**seed_item(project, db_env))
-        console.print(_machine_line(machine))
-        # The harness shares wrk's core; pinned only now, so PostgreSQL keeps the default.
-        cpus = tuple(sorted(os.sched_getaffinity(0)))
-        stack.callback(os.sched_setaffinity, 0, cpus)
-        os.sched_setaffinity(0, {WRK_CPU})
+            if "postgres" in loaded.features:
+                item_path = f"/items/{project.seed_item(loaded, db_env)}"
+        console.print(machine.line(found))
+        cpus = stack.enter_context(machine.on_wrk_core())
         for name in names:
-            scenario = SCENARIOS[name]
+            fault = SCENARIOS[name]
             context = Context(
-                project=project,
+                project=loaded,
                 db_env=db_env,
                 item_path=item_path,
                 connections=connections,
@@ -178,12 +147,12 @@ def _run(
                 cpus=cpus,
                 log_dir=log_dir,
             )
-            with console.status(f"{name}: {scenario.description}"):
-                result = asyncio.run(scenario.run(context))
+            with console.status(f"{name}: {fault.description}"):
+                result = asyncio.run(fault.run(context))
             mark = "[green]passed[/]" if result.passed else "[red]missed a target[/]"
             console.print(f"{name}: {mark}")
             results.append(result)
-    return machine, results
+    return found, results
 
 
 def _table(results: Sequence[Result]) -> Table:

@@ -1,0 +1,33 @@
+"""Every scenario of `bulwark loadtest`, in the order `--all` runs them and the table lists
+them. A new scenario is one object added here."""
+
+from __future__ import annotations
+
+from generator.harness.load.data import CACHED_READ, DB_READ
+from generator.harness.load.loop_monitor import LOOP_MONITOR
+from generator.harness.load.overload import OVERLOAD
+from generator.harness.load.scenario import Scenario
+
+HEALTH = Scenario(
+    "health",
+    "liveness route: the stack's own cost",
+    "/health",
+    target_ratio=0.90,
+)
+DIRECT = Scenario(
+    "direct",
+    "the nginx scenario's servers (2 workers) without nginx: its direct reference",
+    "/health",
+    workers=2,
+)
+NGINX = Scenario(
+    "nginx",
+    "through real nginx with the project's own site file, 2 workers on both sides",
+    "/health",
+    workers=2,
+    via_nginx=True,
+)
+
+SCENARIOS: dict[str, Scenario] = {
+    s.name: s for s in (HEALTH, DIRECT, NGINX, DB_READ, CACHED_READ, OVERLOAD, LOOP_MONITOR)
+}
