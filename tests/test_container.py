@@ -5,6 +5,7 @@ on the host. The base images are local stand-ins (docs/testing.md, "Containers")
 
 import json
 import os
+import re
 import select
 import shutil
 import socket
@@ -366,12 +367,18 @@ def test_rebuild_after_a_source_change_reuses_the_dependency_layer(
     init.write_text(f"{init.read_text(encoding='utf-8')}\n# {uuid.uuid4()}\n", encoding="utf-8")
     rebuilt = built.image.replace(":latest", ":rebuilt")
     started = time.monotonic()
-    try:
-        log = podman.build(built.root, built.root / "deploy/docker/Dockerfile", rebuilt)
-    finally:
-        # Its own layers go with it (podman prunes the parents no other image uses).
-        podman("image", "rm", "--force", rebuilt, check=False)
-    steps = {step.splitlines()[0]: "Using cache" in step for step in log.split("STEP ")[1:]}
+    log = podman.build(built.root, built.root / "deploy/docker/Dockerfile", rebuilt)
+    blocks = log.split("STEP ")[1:]
+    steps = {block.splitlines()[0]: "Using cache" in block for block in blocks}
+    # The layers this build made (every stage's) go, so runs do not pile them up; a FROM
+    # step names a base image, which stays.
+    made = [
+        layer
+        for block in blocks
+        if "Using cache" not in block and ": FROM " not in block.splitlines()[0]
+        for layer in re.findall(r"^--> (\w+)$", block, re.M)
+    ]
+    podman("image", "rm", "--force", rebuilt, *reversed(made), check=False)
     dependencies = next(s for s in steps if "--no-install-project" in s)
     project = next(s for s in steps if s.split(": ", 1)[-1].startswith("COPY src"))
     assert steps[dependencies], log
