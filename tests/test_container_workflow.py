@@ -16,7 +16,7 @@ from generator.harness.matrix import AnswerSet, answer_sets
 
 pytestmark = pytest.mark.slow
 
-PINNED = re.compile(r"^\s*(?:-\s*)?uses:\s*[\w.-]+/[\w./-]+@[0-9a-f]{40} # v\d+(\.\d+)*\s*$")
+PINNED = re.compile(r"^\s*(?:-\s*)?uses:\s*[\w.-]+/[\w./-]+@[0-9a-f]{40}  # v\d+(\.\d+)*\s*$")
 
 
 @pytest.mark.parametrize("answer_set", answer_sets(), ids=lambda s: s.name)
