@@ -1,0 +1,15 @@
+"""Containers on a machine with podman but no registry: stand-ins for the generated Dockerfile's
+base images, built locally and cached, and a small runner that starts the image hardened."""
+
+from generator.images.base import ensure_base_images, ensure_uv, python_versions, uv_version
+from generator.images.podman import ContainersUnavailable, Podman, preflight
+
+__all__ = [
+    "ContainersUnavailable",
+    "Podman",
+    "ensure_base_images",
+    "ensure_uv",
+    "preflight",
+    "python_versions",
+    "uv_version",
+]
