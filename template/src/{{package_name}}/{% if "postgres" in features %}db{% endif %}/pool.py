@@ -1,4 +1,4 @@
-"""The asyncpg pool, owned by the lifespan (issue 4, DESIGN.md §4-5).
+"""The asyncpg pool, owned by the lifespan.
 
 Contract:
 - Every acquire is bounded by `pool_acquire_timeout_s` (or the request deadline, if sooner): an
