@@ -4,18 +4,8 @@
 `multiprocess.py` how several workers share one exposition.
 """
 
-from .export import CONTENT_TYPE, BuildInfo, MetricsExport, StatsCollector
-from .multiprocess import MULTIPROC_ENV, multiprocess_dir, prepare_multiprocess
-from .requests import DURATION_BUCKETS, RequestMetrics
+from .export import CONTENT_TYPE, MetricsExport
+from .multiprocess import prepare_multiprocess
+from .requests import RequestMetrics
 
-__all__ = [
-    "CONTENT_TYPE",
-    "DURATION_BUCKETS",
-    "MULTIPROC_ENV",
-    "BuildInfo",
-    "MetricsExport",
-    "RequestMetrics",
-    "StatsCollector",
-    "multiprocess_dir",
-    "prepare_multiprocess",
-]
+__all__ = ["CONTENT_TYPE", "MetricsExport", "RequestMetrics", "prepare_multiprocess"]

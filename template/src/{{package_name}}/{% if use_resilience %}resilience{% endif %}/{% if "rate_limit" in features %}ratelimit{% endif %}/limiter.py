@@ -162,7 +162,7 @@ class RateLimiter:
             [((self.backend,), self.fail_open_total)],
         )
 
-    # -- internals ------------------------------------------------------------------
+    # -- storage --------------------------------------------------------------------
     async def _hit(self, item: RateLimitItem, key: tuple[str, ...]) -> float | None:
         """Count one request; None when allowed, else the seconds until the window resets."""
         if self._counters is not None:
