@@ -1,9 +1,9 @@
 """The current request's deadline, readable by anything the request calls.
 
 The timeout layer sets it on the request's context; the database layer, outbound clients and
-retries read it to give up in time instead of working for a client that has stopped waiting
-(DESIGN.md §4). `deadline_in` narrows it for a block of code. Clock: `time.monotonic()`. No
-deadline means "no limit": `remaining()` returns None.
+retries read it to give up in time instead of working for a client that has stopped waiting.
+`deadline_in` narrows it for a block of code. Clock: `time.monotonic()`. No deadline means
+"no limit": `remaining()` returns None.
 """
 
 from __future__ import annotations

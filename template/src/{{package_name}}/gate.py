@@ -1,8 +1,8 @@
 """The gate: one pure-ASGI frame that runs every per-request concern of the service.
 
-Five middleware layers nested the usual way cost +67-77 µs a request here (DESIGN.md §3); each
-concern stays its own module and object, and this frame calls them in order with one `send`
-wrapper. Header sources add response headers as the response starts; observers are told about
+Five middleware layers nested the usual way cost +67-77 µs a request (measured on this
+service), against a budget of ~25 µs for the whole stack; so each concern stays its own module
+and object, and this frame calls them in order with one `send` wrapper. Header sources add response headers as the response starts; observers are told about
 every finished request, after the response went out.
 """
 
@@ -18,6 +18,7 @@ from typing import Protocol
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from .observability.in_flight import InFlight
 from .observability.request_id import HEADER as REQUEST_ID_HEADER
 from .observability.request_id import RequestContext, RequestIds
 
@@ -62,7 +63,7 @@ class Guard(Protocol):
 
 
 class Timer(Protocol):
-    """Bounds the app call with the request deadline (resilience/timeout.py)."""
+    """Bounds the app call with the request deadline (the timeout feature's `Timeouts`)."""
 
     def start(self, context: RequestContext) -> None:
         """Arm the request's deadline (`context.deadline`) for the current task."""
@@ -93,13 +94,20 @@ def route_template(scope: Scope) -> str:
 
 
 class Gate:
-    """Pure-ASGI middleware composing request id, error shielding and observers."""
+    """The service's one pure-ASGI middleware; `create_app` hands it what the features wired.
+
+    Per request, in order: assign the request id and count the request in flight; run the
+    guards (skipped for probes), the first refusal answering instead of the app; arm the timer's
+    deadline and call the app, turning our own deadline into a 504; answer an unhandled error as
+    a JSON 500 that names the request id; then release the admitted guards and tell observers.
+    """
 
     def __init__(
         self,
         app: ASGIApp,
         *,
         request_ids: RequestIds,
+        in_flight: InFlight | None = None,
         observers: Sequence[Observer] = (),
         guards: Sequence[Guard] = (),
         timer: Timer | None = None,
@@ -107,6 +115,7 @@ class Gate:
     ) -> None:
         self.app = app
         self.request_ids = request_ids
+        self.in_flight = in_flight if in_flight is not None else InFlight()
         self.observers = tuple(observers)
         self.guards = tuple(guards)
         self.timer = timer
@@ -119,6 +128,8 @@ class Gate:
 
         started_at = time.monotonic()
         context = self.request_ids.assign(scope, started_at)
+        in_flight = self.in_flight
+        in_flight.count += 1
         request_id = context.request_id
         id_header = (REQUEST_ID_HEADER, request_id.encode("ascii"))
         header_sources = self.header_sources
@@ -175,7 +186,7 @@ class Gate:
             for guard in guards[:admitted]:
                 guard.release(scope)
             duration_s = time.monotonic() - started_at
-            self.request_ids.release()
+            in_flight.count -= 1
             if self.observers:
                 route = route_template(scope)
                 method = scope["method"]

@@ -43,7 +43,7 @@ async def start_all(resources: Sequence[Resource]) -> None:
     """Start every resource concurrently; on any failure stop those that started and raise.
 
     Each start and the whole are logged with their duration: the cold-start figure operators
-    (and docs/database.md) read.
+    read.
     """
     started: list[Resource] = []
     began = time.perf_counter()

@@ -4,7 +4,7 @@ On SIGTERM (or SIGINT) `Drain` turns `/ready` to 503 at once and keeps serving n
 `delay_s`, the time a load balancer needs to see it and stop sending traffic; then it passes the
 signal on to uvicorn, which stops accepting connections and waits up to its
 `timeout_graceful_shutdown` for the requests in flight. The lifespan then stops the resources
-(pools, clients) in reverse order. DESIGN.md §4: delay + graceful timeout < the platform's
+(pools, clients) in reverse order. Deadlines line up: delay + graceful timeout < the platform's
 kill timeout (terminationGracePeriodSeconds 45 s, systemd TimeoutStopSec 45 s).
 
 Hooking is done in the lifespan, after uvicorn installed its own handlers, and only in the main

@@ -1,4 +1,4 @@
-"""Liveness, readiness and the operators' detailed view (issue 6).
+"""Liveness, readiness and the operators' detailed view.
 
 `/health` does no I/O and answers a pre-encoded body, so a slow database never gets a healthy
 process restarted and probes cost less than any real route; `/ready` checks every resource, so

@@ -1,11 +1,11 @@
 """One access line per request worth reading: errors, slow requests and a sample of the rest.
 
 Logging every request costs more than the rest of the request path together; the metrics
-feature carries the full counts (DESIGN.md §3).
+feature carries the full counts.
 
 Refusals (429 rate limited, 503 shed, breaker open, pool exhausted) are the service protecting
 itself: under overload a line for each one made the refusals slow (shed p99 2.26 ms against
-< 2 ms, issue 5). They are summed instead, with at most one WARNING line per status and
+the < 2 ms target). They are summed instead, with at most one WARNING line per status and
 `REFUSAL_LINE_INTERVAL_S` carrying how many there were since the previous line. A refusal that
 happens while nothing else is refused is therefore still logged at once. Real failures (500,
 502, 504...) keep one ERROR line each.
@@ -19,7 +19,7 @@ import time
 
 logger = logging.getLogger("access")
 
-# What the service answers when it declines work on purpose, with Retry-After (issue 5).
+# What the service answers when it declines work on purpose, with Retry-After.
 REFUSALS = frozenset({429, 503})
 REFUSAL_LINE_INTERVAL_S = 1.0
 

@@ -1,7 +1,7 @@
 """JSON log lines, formatted and written by a listener thread, never on the event loop.
 
 Handlers that write to a stream block the loop while the pipe is full; a queue in front of them
-keeps the request path to one `put` (DESIGN.md §3, "formatted off the hot path").
+keeps the request path to one `put`; records are formatted and written on a thread.
 """
 
 from __future__ import annotations

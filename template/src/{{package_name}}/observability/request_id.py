@@ -2,9 +2,9 @@
 concerns learn about it while it runs, kept in a contextvar of the request's own task.
 
 Minted ids are a random per-process prefix plus a counter: unique across replicas and restarts
-for practical purposes, and ~0.45 µs to make against ~3.9 µs for `uuid4().hex` (DESIGN.md §3).
-The loop monitor's watchdog thread reads the context of the task that blocks the loop, so a
-stall is charged to the request that caused it (DESIGN.md §3, issue 6).
+for practical purposes, and ~0.45 µs to make against ~3.9 µs for `uuid4().hex` (measured here).
+The loop monitor's watchdog thread reads this context from the task that blocks the loop, so a
+stall is charged to the request that caused it.
 """
 
 from __future__ import annotations
@@ -47,19 +47,16 @@ def current_request_id() -> str | None:
 
 
 class RequestIds:
-    """Assigns each request its context and counts the requests in flight; one per process."""
+    """Assigns each request its id and context; one per process."""
 
     def __init__(self) -> None:
         self._prefix = secrets.token_hex(4)
         self._counter = itertools.count(1)
-        # A plain int: read at scrape time by the metrics collector, never locked (DESIGN.md §3).
-        self.in_flight = 0
 
     def assign(self, scope: Scope, started_at: float) -> RequestContext:
         """Adopt the caller's id when it is well formed, mint one otherwise; bind it to the task.
 
         Unbounded or odd client ids would end up in every log line, so they are replaced.
-        Every `assign` is paired with one `release` when the request is over.
         """
         for name, value in scope["headers"]:
             if name == HEADER and _WELL_FORMED.fullmatch(value):
@@ -70,9 +67,4 @@ class RequestIds:
         context = RequestContext(request_id, scope, started_at)
         # No reset: every request runs in its own task, with its own copy of the context.
         CURRENT.set(context)
-        self.in_flight += 1
         return context
-
-    def release(self) -> None:
-        """The request assigned last by this task is over."""
-        self.in_flight -= 1

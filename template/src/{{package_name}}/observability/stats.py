@@ -1,7 +1,7 @@
 """Plain-number statistics: what the hot path and the loop monitor count into.
 
 prometheus_client takes a lock on every operation (~8-11 µs a request for a counter, a histogram
-and a gauge here, DESIGN.md §3). Counting into ints and lists costs well under a microsecond; the
+and a gauge, measured on this service). Counting into ints and lists costs well under a microsecond; the
 metrics feature turns these into Prometheus families only when scraped. Everything here is
 written from the event loop's thread, so no lock is needed; readers on other threads may see a
 count one step behind, never a torn value.

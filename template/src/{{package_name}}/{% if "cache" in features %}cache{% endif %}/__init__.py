@@ -1,6 +1,6 @@
 """Two-level cache: in-process L1 (TTL + LRU), Redis L2 (JSON), single-flight loads.
 
-See docs/cache.md for settings, consistency and failure behaviour.
+Settings, consistency and failure behaviour are in `cached.py`'s contract.
 """
 
 from .cached import Cache, CacheStats

@@ -10,7 +10,7 @@ Contract:
 - Redis failures never reach the caller (see l2.py). If the loader fails too, an L1 entry up
   to `max_stale_s` past its TTL is served instead; only without one does the error propagate.
 - Invalidation removes the key from this process's L1 and from Redis; other replicas' L1
-  copies live at most their TTL (docs/cache.md).
+  copies live at most their TTL, so a short TTL bounds how stale another replica can be.
 Clock: `time.monotonic()` (L1), wall clock only inside L2 envelopes.
 """
 
@@ -128,7 +128,7 @@ class Cache:
         yield Family(
             "counter",
             "cache_errors_total",
-            "Failed calls to a cache level (each also pauses Redis; see docs/cache.md).",
+            "Failed calls to a cache level (each also pauses L2 for CACHE_L2_RETRY_AFTER_S).",
             ("level",),
             [(("l2",), self._l2.errors)],
         )

@@ -3,7 +3,7 @@
 yoyo runs plain SQL files (with rollbacks) and records what ran. Replicas that start together
 serialise on a PostgreSQL session advisory lock taken before yoyo touches anything: the first
 migrates, the others wait, then find nothing to apply. The lock dies with its session, so a
-crashed run never leaves a stale lock behind (docs/database.md). Migrations run as their own
+crashed run never leaves a stale lock behind. Migrations run as their own
 step (make migrate, a Kubernetes Job, a pre-start command), never inside the serving process,
 so their sync driver blocks no event loop.
 """

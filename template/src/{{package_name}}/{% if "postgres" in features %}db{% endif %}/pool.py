@@ -1,4 +1,4 @@
-"""The asyncpg pool, owned by the lifespan (issue 4, DESIGN.md §4-5).
+"""The asyncpg pool, owned by the lifespan.
 
 Contract:
 - Every acquire is bounded by `pool_acquire_timeout_s` (or the request deadline, if sooner): an
@@ -118,7 +118,7 @@ class PostgresPool:
         self.stats = AcquireStats()
         # Acquires in progress or holding a connection, all through `acquire()` (see checkout).
         self._claims = 0
-        # Wraps each acquire, e.g. a circuit breaker's guard (resilience/db_breaker.py).
+        # Wraps each acquire, e.g. the circuit breaker's guard when that feature is on.
         self._acquire_guard = acquire_guard
         # Backend pids of checked-out connections whose statement_timeout was shortened;
         # `give_back` drops each one, so the set holds only connections in use.

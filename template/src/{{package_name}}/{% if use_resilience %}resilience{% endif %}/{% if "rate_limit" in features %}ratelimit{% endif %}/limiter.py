@@ -1,32 +1,21 @@
-"""Rate limits on the `limits` library's async API: a default per client, tighter ones per route.
+"""The rate limiter: the gate's guard for the default limit, and the store every limit counts in.
 
-- The default limit (settings) is checked in the gate before routing, so a refused request
-  costs one counter hit and no routing or body work; its bucket is the client address.
-- `@rate_limit("10/minute")` on a route adds a bucket per client and route template; it is
-  checked after routing (the template is only known then) and before the endpoint runs.
-- Client address: the peer, unless the peer is a trusted proxy (`FORWARDED_ALLOW_IPS`, the
-  list uvicorn trusts too): then the right-most untrusted hop of `Forwarded` or
-  `X-Forwarded-For`. A header from anyone else is ignored, so clients cannot pick their bucket.
-- Storage: in-process memory, or Redis (redis-py asyncio) when REDIS_URL is set, so replicas
-  share their counts. Redis failing means fail open: the request is served, one log line per
-  outage, `fail_open_total` counts the requests let through, and Redis is not asked again for
-  `retry_s` so a dead Redis costs nothing per request (never a 500, never a blocked loop).
-- Metrics (`families()`): refusals by the limit that refused them and its route template
-  (`*` for the default limit, checked before routing), and the fail-open count.
-DESIGN.md §3 says why not slowapi: synchronous storage calls and 0.48-0.70x throughput.
+Storage: in-process memory, or Redis (redis-py asyncio) when REDIS_URL is set, so replicas
+share their counts. Redis failing means fail open: the request is served, one log line per
+outage, `fail_open_total` counts the requests let through, and Redis is not asked again for
+`REDIS_RETRY_S`, so a dead Redis costs nothing per request (never a 500, never a blocked loop).
+Metrics (`families()`): refusals by the limit that refused them and its route template (`*`
+for the default limit, checked before routing), and the fail-open count.
 """
 
 from __future__ import annotations
 
-import functools
-import inspect
-import ipaddress
 import logging
 import math
 import time
 from collections.abc import Callable, Iterator
 from contextvars import ContextVar
-from typing import Any, Literal, TypeVar
+from typing import Literal
 
 import redis.asyncio
 from fastapi import HTTPException
@@ -43,15 +32,15 @@ from limits.aio.strategies import (
 from limits.errors import StorageError
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from starlette.concurrency import run_in_threadpool
 from starlette.types import Scope
 
-from ..gate import Rejection, route_template
-from ..observability.stats import Family
+from ...gate import Rejection
+from ...observability.stats import Family
+from .client import ClientAddress
+from .windows import FixedWindowCounters
 
 logger = logging.getLogger(__name__)
 
-F = TypeVar("F", bound=Callable[..., Any])
 StrategyName = Literal["fixed-window", "sliding-window", "moving-window"]
 
 STRATEGIES: dict[str, Callable[[Storage], Strategy]] = {
@@ -60,50 +49,17 @@ STRATEGIES: dict[str, Callable[[Storage], Strategy]] = {
     "moving-window": MovingWindowRateLimiter,
 }
 REDIS_RETRY_S = 2.0
-
-PURGE_EVERY_S = 10.0
 ANY_ROUTE = "*"  # the route label of refusals by the default limit, which spans every route
 
-# The limiter and client of the current request, for `@rate_limit` routes (set by the gate).
-_current: ContextVar[tuple[RateLimiter, str, Scope] | None] = ContextVar("rate_limit", default=None)
+# The limiter and client of the current request, for `@rate_limit` routes (set by the guard).
+current_limiter: ContextVar[tuple[RateLimiter, str, Scope] | None] = ContextVar(
+    "rate_limit", default=None
+)
 
 
 def parse_limits(spec: str) -> list[RateLimitItem]:
     """`"100/minute"` or several separated by `;` (`"10/second;100/minute"`); ValueError if bad."""
     return parse_many(spec)
-
-
-class FixedWindowCounters:
-    """Fixed windows in a plain dict, for the default (memory, fixed-window) configuration.
-
-    `limits`' MemoryStorage costs ~14-20 µs a hit here (a lock, an expiry task, several awaits;
-    DESIGN.md §3) against a ~25 µs budget for the whole stack; this costs a dict lookup. Same
-    semantics as `limits`' fixed window on memory (a window opens at a key's first hit and lasts
-    the item's period; refused hits count too), checked against `limits` in the tests.
-    Single event loop: no await between read and write, so no lock.
-    """
-
-    def __init__(self) -> None:
-        self._windows: dict[tuple[object, ...], list[float]] = {}
-        self._next_purge = 0.0
-
-    def hit(self, item: RateLimitItem, key: tuple[str, ...]) -> float | None:
-        """Count one hit; None when allowed, else the seconds until the window resets."""
-        now = time.monotonic()
-        window = self._windows.get((id(item), *key))
-        if window is None or window[0] <= now:
-            if now >= self._next_purge:
-                self._purge(now)
-            window = [now + item.get_expiry(), 0.0]
-            self._windows[(id(item), *key)] = window
-        window[1] += 1
-        return None if window[1] <= item.amount else window[0] - now
-
-    def _purge(self, now: float) -> None:
-        """Drop ended windows, so one-off clients do not accumulate."""
-        self._next_purge = now + PURGE_EVERY_S
-        for key in [key for key, (ends, _) in self._windows.items() if ends <= now]:
-            del self._windows[key]
 
 
 class RateLimiter:
@@ -121,7 +77,8 @@ class RateLimiter:
         trusted_proxies: str = "127.0.0.1",
     ) -> None:
         self.default = parse_limits(default) if default else []
-        self._trusted = _trust(trusted_proxies)
+        # The bucket of a request: its client, as uvicorn's forwarded-header trust sees it.
+        self.client_address = ClientAddress(trusted_proxies).resolve
         self._pool: redis.asyncio.ConnectionPool | None = None
         storage: Storage
         if redis_url:
@@ -154,7 +111,7 @@ class RateLimiter:
     # -- guard ------------------------------------------------------------------
     async def admit(self, scope: Scope) -> Rejection | None:
         client = self.client_address(scope)
-        _current.set((self, client, scope))
+        current_limiter.set((self, client, scope))
         for item in self.default:
             retry_after = await self._hit(item, ("client", client))
             if retry_after is not None:
@@ -205,25 +162,7 @@ class RateLimiter:
             [((self.backend,), self.fail_open_total)],
         )
 
-    # -- internals ------------------------------------------------------------------
-    def client_address(self, scope: Scope) -> str:
-        """The peer, or the right-most untrusted forwarded hop when the peer is a trusted proxy."""
-        client = scope.get("client")
-        peer = client[0] if client else "unknown"
-        forwarded = None
-        for name, value in scope["headers"]:
-            if name == b"forwarded":
-                forwarded = _forwarded_for(value.decode("latin-1"))
-                break
-            if name == b"x-forwarded-for":
-                forwarded = [hop.strip() for hop in value.decode("latin-1").split(",")]
-        if not forwarded or not self._trusted(peer):
-            return peer
-        for hop in reversed(forwarded):
-            if not self._trusted(hop):
-                return hop
-        return forwarded[0]
-
+    # -- storage --------------------------------------------------------------------
     async def _hit(self, item: RateLimitItem, key: tuple[str, ...]) -> float | None:
         """Count one request; None when allowed, else the seconds until the window resets."""
         if self._counters is not None:
@@ -265,32 +204,6 @@ class RateLimiter:
                 raise HTTPException(429, detail="rate limit exceeded", headers=headers)
 
 
-def rate_limit(spec: str) -> Callable[[F], F]:
-    """Give a route its own limit per client (`"10/minute"`); put it under the route decorator.
-
-    Checked after routing and dependencies, before the endpoint; needs the `RateLimiter` in the
-    gate (without it the route runs unlimited). A sync endpoint still runs in the threadpool.
-    """
-    items = parse_limits(spec)
-
-    def decorate(endpoint: F) -> F:
-        is_async = inspect.iscoroutinefunction(endpoint)
-
-        @functools.wraps(endpoint)
-        async def limited(*args: Any, **kwargs: Any) -> Any:
-            current = _current.get()
-            if current is not None:
-                limiter, client, scope = current
-                await limiter.hit_route(items, route_template(scope), client)
-            if is_async:
-                return await endpoint(*args, **kwargs)
-            return await run_in_threadpool(endpoint, *args, **kwargs)
-
-        return limited  # type: ignore[return-value]
-
-    return decorate
-
-
 def _headers(item: RateLimitItem, retry_after_s: float) -> tuple[tuple[bytes, bytes], ...]:
     seconds = str(max(math.ceil(retry_after_s), 1)).encode()
     return (
@@ -299,40 +212,3 @@ def _headers(item: RateLimitItem, retry_after_s: float) -> tuple[tuple[bytes, by
         (b"ratelimit-remaining", b"0"),
         (b"ratelimit-reset", seconds),
     )
-
-
-def _forwarded_for(header: str) -> list[str]:
-    """The `for=` hops of an RFC 7239 `Forwarded` header, ports and brackets removed."""
-    hops = []
-    for element in header.split(","):
-        for pair in element.split(";"):
-            name, _, value = pair.strip().partition("=")
-            if name.lower() == "for":
-                value = value.strip('"')
-                if value.startswith("["):
-                    value = value[1 : value.find("]")]
-                elif value.count(":") == 1:
-                    value = value.partition(":")[0]
-                hops.append(value)
-    return hops
-
-
-def _trust(spec: str) -> Callable[[str], bool]:
-    """A predicate for `FORWARDED_ALLOW_IPS`: comma-separated addresses or networks, `*` = all."""
-    entries = [entry.strip() for entry in spec.split(",") if entry.strip()]
-    if "*" in entries:
-        return lambda _address: True
-    try:
-        networks = [ipaddress.ip_network(entry, strict=False) for entry in entries]
-    except ValueError as exc:
-        raise ValueError(f"forwarded_allow_ips: {exc}") from None
-
-    @functools.lru_cache(maxsize=1024)
-    def trusted(address: str) -> bool:
-        try:
-            parsed = ipaddress.ip_address(address)
-        except ValueError:
-            return False
-        return any(parsed in network for network in networks)
-
-    return trusted
