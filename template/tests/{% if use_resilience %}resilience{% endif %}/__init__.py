@@ -1,1 +1,0 @@
-"""Tests of the resilience guards, breakers and retries."""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import socket
+import functools
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -13,17 +13,9 @@ import uvicorn
 from starlette.types import ASGIApp
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
 @contextmanager
-def serving(app: ASGIApp) -> Iterator[str]:
-    """Serve `app` on a free loopback port for the block; yields its base URL."""
-    port = free_port()
+def serving(app: ASGIApp, port: int) -> Iterator[str]:
+    """Serve `app` on a loopback port for the block; yields its base URL."""
     config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
@@ -41,6 +33,6 @@ def serving(app: ASGIApp) -> Iterator[str]:
 
 
 @pytest.fixture
-def serve() -> Callable[[ASGIApp], AbstractContextManager[str]]:
+def serve(free_port: int) -> Callable[[ASGIApp], AbstractContextManager[str]]:
     """`with serve(app) as url:` runs `app` under a real uvicorn for the block."""
-    return serving
+    return functools.partial(serving, port=free_port)

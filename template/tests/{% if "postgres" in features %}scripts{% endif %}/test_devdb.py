@@ -10,7 +10,7 @@ from pathlib import Path
 
 from devdb import stop_embedded
 
-DEVDB = Path(__file__).resolve().parent.parent / "scripts" / "devdb.py"
+DEVDB = Path(__file__).resolve().parents[2] / "scripts" / "devdb.py"
 
 
 def _postmaster_pid(data_dir: Path) -> int:
