@@ -27,12 +27,16 @@ import pytest
 import yaml
 from conftest import REPO_ROOT
 
+from generator.answers import questions
 from generator.harness import matrix
 from generator.harness import service as svc
 
-MATRIX = {answer_set.name: answer_set.data for answer_set in matrix.answer_sets()}
-FULL = "m01"
-STEP_TIMEOUT_S = 900.0  # the matrix's first set has every target and every feature
+SETS = matrix.answer_sets()
+MATRIX = {answer_set.name: answer_set.data for answer_set in SETS}
+# The answer sets with every feature and target, and with none of either.
+FULL = next(a.name for a in SETS if set(questions()["features"].choices) <= set(a.features))
+NONE = next(a.name for a in SETS if not a.features and not a.targets)
+STEP_TIMEOUT_S = 900.0
 
 FENCE = re.compile(r"^(```|~~~)")
 LINK = re.compile(r"(?<!!)\[[^\]]*\]\(([^)\s]+)\)")
@@ -330,17 +334,33 @@ def test_every_cited_docs_page_exists(rendered: Callable[[str], Path]) -> None:
 
 
 @pytest.fixture(scope="module")
-def full_project() -> Iterator[svc.Project]:
-    """The full preset with its virtualenv, outside pytest's temp root (the embedded
-    PostgreSQL runs as its own user, and a new pytest session locks that root to 0700)."""
+def synced() -> Iterator[Callable[[str], svc.Project]]:
+    """Render an answer set with its virtualenv once per module, outside pytest's temp root
+    (the embedded PostgreSQL runs as its own user, and a new pytest session locks that root)."""
+    projects: dict[str, svc.Project] = {}
     with tempfile.TemporaryDirectory(prefix="bulwark-gendocs-") as tmp:
-        root = Path(tmp) / "svc"
-        copier.run_copy(
-            str(REPO_ROOT), root, data=MATRIX[FULL], defaults=True, vcs_ref="HEAD", quiet=True
-        )
-        project = svc.Project.load(root)
-        svc.create_environment(project)
-        yield project
+
+        def sync(name: str) -> svc.Project:
+            if name not in projects:
+                root = Path(tmp) / name
+                copier.run_copy(
+                    str(REPO_ROOT),
+                    root,
+                    data=MATRIX[name],
+                    defaults=True,
+                    vcs_ref="HEAD",
+                    quiet=True,
+                )
+                projects[name] = svc.Project.load(root)
+                svc.create_environment(projects[name])
+            return projects[name]
+
+        yield sync
+
+
+@pytest.fixture
+def full_project(synced: Callable[[str], svc.Project]) -> svc.Project:
+    return synced(FULL)
 
 
 def exported_families(exposition: str) -> set[str]:
@@ -450,6 +470,7 @@ def test_examples_are_found_with_their_requests(rendered: Callable[[str], Path])
         "offload.md",
         "rate-limiting.md",
         "redis.md",
+        "requests.md",
         "timeout.md",
     }
     assert examples["circuit-breakers.md"].requests == (
@@ -457,6 +478,7 @@ def test_examples_are_found_with_their_requests(rendered: Callable[[str], Path])
         ("GET", "/refunds/pay_123", 503),
     )
     assert examples["redis.md"].requests == (("POST", "/visits/home", 200),)
+    assert [example.page for example in examples_of(rendered(NONE))] == ["requests.md"]
 
 
 DOC_EXAMPLES_TEST = '''\
@@ -486,10 +508,11 @@ def _closed_port() -> int:
 
 @pytest.mark.parametrize("module", sorted(REQUESTS))
 def test_route_from_the_docs(module: str, settings: Settings) -> None:
-    # No payments service listens there: the breaker example shows what a client then sees.
-    settings = settings.model_copy(
-        update={{"payments_url": f"http://127.0.0.1:{{_closed_port()}}"}}
-    )
+    if "payments_url" in Settings.model_fields:
+        # No payments service listens there: the breaker example shows what a client then sees.
+        settings = settings.model_copy(
+            update={{"payments_url": f"http://127.0.0.1:{{_closed_port()}}"}}
+        )
     app = create_app(settings)
     add_routes(app, globals()[module].router)
     with TestClient(app) as client:
@@ -500,8 +523,12 @@ def test_route_from_the_docs(module: str, settings: Settings) -> None:
 
 
 @pytest.mark.slow
-def test_a_route_per_feature_from_the_docs_alone(full_project: svc.Project) -> None:
-    root, package = full_project.root, full_project.package_name
+@pytest.mark.parametrize("answers", [FULL, NONE])
+def test_a_route_per_feature_from_the_docs_alone(
+    answers: str, synced: Callable[[str], svc.Project]
+) -> None:
+    project = synced(answers)
+    root, package = project.root, project.package_name
     examples = examples_of(root)
     for example in examples:
         target = root / example.path
