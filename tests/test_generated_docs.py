@@ -221,6 +221,20 @@ def test_docs_name_no_setting_the_service_lacks(
     assert sorted(unknown) == []
 
 
+@pytest.mark.parametrize("answers", list(MATRIX))
+def test_docs_cite_no_issue_nor_template_file(
+    answers: str, rendered: Callable[[str], Path]
+) -> None:
+    """The pages are the owner's: no tracker numbers, no design file of the template's."""
+    cites = re.compile(r"\b(?:issue #?\d+|DESIGN\.md)", re.I)
+    found = [
+        f"docs/{page.name}: {match}"
+        for page in sorted((rendered(answers) / "docs").glob("*.md"))
+        for match in cites.findall(page.read_text(encoding="utf-8"))
+    ]
+    assert found == []
+
+
 def missing_from_env_example(project: Path) -> list[str]:
     text = (project / ".env.example").read_text(encoding="utf-8")
     return [
