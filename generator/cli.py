@@ -269,7 +269,7 @@ def chaos(
     latency_target: Annotated[
         float,
         typer.Option(
-            help="postgres-down: p99 bound in ms for 503s and /health while down (issue 8: 50); "
+            help="postgres-down: p99 bound in ms for 503s and /health while down (target: 50); "
             "raise it only as a tripwire on a machine too busy to hold it."
         ),
     ] = 50.0,
@@ -278,7 +278,7 @@ def chaos(
         typer.Option("--json", help="Also write the figures as JSON here (server logs beside)."),
     ] = None,
 ) -> None:
-    """Break DEST's dependencies under wrk load; exit 1 when a target of issue 8 is missed."""
+    """Break DEST's dependencies under wrk load; exit 1 when a chaos target is missed."""
     from generator.harness.chaos import run_chaos
     from generator.harness.chaos_scenarios import SCENARIOS
 
