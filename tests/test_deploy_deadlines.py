@@ -1,4 +1,4 @@
-"""DESIGN.md §4: the deadlines line up in every rendered answer set.
+"""The deadline chain (docs/architecture.md) lines up in every rendered answer set.
 
 Each outer layer waits longer than the one inside it, so the innermost timeout fires first
 and the client gets the app's own 504 rather than a proxy's cut connection; each supervisor
@@ -15,7 +15,7 @@ import yaml
 from conftest import DEPLOY_SLUG, deploy_answer_sets
 
 PREFIX = "ORDERS_API_"
-# What DESIGN.md §4 assumes when the resilience feature's setting is not rendered.
+# The request timeout a service without the `timeout` feature is still measured against.
 DEFAULT_REQUEST_TIMEOUT_S = 30.0
 _NUMBER = r"([0-9][0-9_]*(?:\.[0-9_]+)?)"
 

@@ -1,5 +1,5 @@
 """The Dockerfile builds a slim non-root runtime from uv.lock, and hadolint finds nothing;
-compose starts dependencies first, gated on their health checks (issue 7)."""
+compose starts dependencies first, gated on their health checks."""
 
 import json
 import re

@@ -1,5 +1,5 @@
 """Each kustomize overlay builds, validates against the declared Kubernetes version's schemas,
-and carries the probes, hardening and shutdown timing issue 7 and DESIGN.md §4 ask for."""
+and carries the probes, hardening and shutdown timing of docs/deployment.md."""
 
 import re
 import shutil

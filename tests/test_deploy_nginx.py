@@ -1,6 +1,6 @@
 """The nginx site passes `nginx -t` and gixy, and a real nginx running it in front of a
-recording upstream does what issue 7 asks: request ids through, operators' endpoints closed,
-bodies capped, JSON gzipped."""
+recording upstream does what docs/deployment.md says: request ids through, operators'
+endpoints closed, bodies capped, JSON gzipped."""
 
 import gzip
 import http.client

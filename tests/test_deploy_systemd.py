@@ -1,5 +1,5 @@
 """The systemd unit verifies, scores ≤ 2.0 on systemd's exposure scale, and runs the workers
-the answers ask for with staggered recycling (issue 7, DESIGN.md §6)."""
+the answers ask for with staggered recycling (docs/deployment.md)."""
 
 import re
 import subprocess
