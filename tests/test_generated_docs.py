@@ -29,7 +29,8 @@ from conftest import REPO_ROOT
 
 from generator.answers import questions
 from generator.harness import matrix
-from generator.harness import service as svc
+from generator.harness import project as proj
+from generator.harness import servers
 
 SETS = matrix.answer_sets()
 MATRIX = {answer_set.name: answer_set.data for answer_set in SETS}
@@ -348,13 +349,13 @@ def test_every_cited_docs_page_exists(rendered: Callable[[str], Path]) -> None:
 
 
 @pytest.fixture(scope="module")
-def synced() -> Iterator[Callable[[str], svc.Project]]:
+def synced() -> Iterator[Callable[[str], proj.Project]]:
     """Render an answer set with its virtualenv once per module, outside pytest's temp root
     (the embedded PostgreSQL runs as its own user, and a new pytest session locks that root)."""
-    projects: dict[str, svc.Project] = {}
+    projects: dict[str, proj.Project] = {}
     with tempfile.TemporaryDirectory(prefix="bulwark-gendocs-") as tmp:
 
-        def sync(name: str) -> svc.Project:
+        def sync(name: str) -> proj.Project:
             if name not in projects:
                 root = Path(tmp) / name
                 copier.run_copy(
@@ -365,15 +366,15 @@ def synced() -> Iterator[Callable[[str], svc.Project]]:
                     vcs_ref="HEAD",
                     quiet=True,
                 )
-                projects[name] = svc.Project.load(root)
-                svc.create_environment(projects[name])
+                projects[name] = proj.Project.load(root)
+                proj.create_environment(projects[name])
             return projects[name]
 
         yield sync
 
 
 @pytest.fixture
-def full_project(synced: Callable[[str], svc.Project]) -> svc.Project:
+def full_project(synced: Callable[[str], proj.Project]) -> proj.Project:
     return synced(FULL)
 
 
@@ -382,8 +383,11 @@ def exported_families(exposition: str) -> set[str]:
 
 
 @pytest.mark.slow
-def test_every_exported_metric_family_is_documented(full_project: svc.Project) -> None:
-    with svc.database(full_project) as extra_env, svc.service(full_project, extra_env) as server:
+def test_every_exported_metric_family_is_documented(full_project: proj.Project) -> None:
+    with (
+        proj.database(full_project) as extra_env,
+        servers.service(full_project, extra_env) as server,
+    ):
         for path in ("/health", "/ready", "/items/1", "/payments/p1", "/nowhere"):
             with contextlib.suppress(OSError):  # a 404 or a 502 is counted all the same
                 urllib.request.urlopen(server.url(path), timeout=10).close()
@@ -398,7 +402,7 @@ def test_every_exported_metric_family_is_documented(full_project: svc.Project) -
 
 
 @pytest.mark.slow
-def test_settings_read_from_source_match_the_imported_class(full_project: svc.Project) -> None:
+def test_settings_read_from_source_match_the_imported_class(full_project: proj.Project) -> None:
     """The source reading above against pydantic's own view of the same class."""
     script = textwrap.dedent(
         f"""
@@ -420,7 +424,9 @@ def test_settings_read_from_source_match_the_imported_class(full_project: svc.Pr
         print(json.dumps({{"tmp": tempfile.gettempdir(), "fields": fields}}))
         """
     )
-    out = svc.run_step([str(full_project.python), "-c", script], cwd=full_project.root, timeout=120)
+    out = proj.run_step(
+        [str(full_project.python), "-c", script], cwd=full_project.root, timeout=120
+    )
     imported = json.loads(out.strip().splitlines()[-1])
     expected = {
         env: value if value == "required" else doc_value(value)
@@ -539,7 +545,7 @@ def test_route_from_the_docs(module: str, settings: Settings) -> None:
 @pytest.mark.slow
 @pytest.mark.parametrize("answers", [FULL, NONE])
 def test_a_route_per_feature_from_the_docs_alone(
-    answers: str, synced: Callable[[str], svc.Project]
+    answers: str, synced: Callable[[str], proj.Project]
 ) -> None:
     project = synced(answers)
     root, package = project.root, project.package_name
@@ -554,7 +560,7 @@ def test_a_route_per_feature_from_the_docs_alone(
         ["uv", "run", "ruff", "format", "--check", "."],
         ["uv", "run", "mypy"],
     ):
-        svc.run_step(command, cwd=root, env=env, timeout=STEP_TIMEOUT_S)
+        proj.run_step(command, cwd=root, env=env, timeout=STEP_TIMEOUT_S)
     # Written after the checks: it is this test's harness, not code from the docs.
     test_file = root / "tests" / "test_doc_examples.py"
     test_file.write_text(
@@ -566,5 +572,5 @@ def test_a_route_per_feature_from_the_docs_alone(
         encoding="utf-8",
     )
     pytest_command = ["uv", "run", "pytest", "-q", "-p", "no:cacheprovider", str(test_file)]
-    out = svc.run_step(pytest_command, cwd=root, env=env, timeout=STEP_TIMEOUT_S)
+    out = proj.run_step(pytest_command, cwd=root, env=env, timeout=STEP_TIMEOUT_S)
     assert f"{len(examples)} passed" in out, out
