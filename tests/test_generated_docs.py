@@ -230,10 +230,6 @@ def missing_from_env_example(project: Path) -> list[str]:
     ]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=".env.example (owned elsewhere) lacks some settings; drop this mark once it lists all",
-)
 def test_env_example_lists_every_setting(rendered: Callable[[str], Path]) -> None:
     missing = {name: missing_from_env_example(rendered(name)) for name in MATRIX}
     assert {name: found for name, found in missing.items() if found} == {}
