@@ -323,8 +323,9 @@ def loadtest(
         bool,
         typer.Option(
             "--container",
-            help="Run each scenario's container twin (health, db-read): the service in its "
-            "hardened container against the same service outside it.",
+            help="Run each scenario's container twin (default: health, and db-read with "
+            "postgres): the service in its hardened container against the same service "
+            "outside it.",
         ),
     ] = False,
 ) -> None:
@@ -338,10 +339,13 @@ def loadtest(
 
     names = scenario or ([] if run_all else ["health"])
     if container:
+        from generator.harness.load.container import default_mirrored
+        from generator.harness.load.scenarios import SCENARIOS
+
         if run_all:
             out.print("[red]error:[/] --all already runs the container scenarios; drop --container")
             raise typer.Exit(2)
-        names = [f"container-{name}" for name in names]
+        names = [f"container-{name}" for name in scenario or default_mirrored(dest, SCENARIOS)]
     code = run_loadtest(
         dest,
         names,

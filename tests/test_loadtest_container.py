@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from generator.cli import app
 from generator.harness.load import report
-from generator.harness.load.container import DOCKERFILE
+from generator.harness.load.container import DOCKERFILE, default_mirrored
 from generator.harness.load.scenarios import SCENARIOS
 from generator.harness.project import Project
 from generator.images import ContainersUnavailable, Podman
@@ -45,6 +45,15 @@ def test_a_project_without_the_docker_target_cannot_run_them(tmp_path: Path) -> 
         reason = SCENARIOS[name].unavailable(project)
         assert reason is not None
         assert f"without the docker target (no {DOCKERFILE})" in reason
+
+
+def test_container_alone_mirrors_health_and_db_read_where_the_features_allow(
+    tmp_path: Path,
+) -> None:
+    with_db = write_project(tmp_path / "db", features=["postgres"])
+    without = write_project(tmp_path / "bare", features=[])
+    assert default_mirrored(with_db, SCENARIOS) == ["health", "db-read"]
+    assert default_mirrored(without, SCENARIOS) == ["health"]
 
 
 @pytest.mark.parametrize(

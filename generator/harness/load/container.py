@@ -21,7 +21,7 @@ import yaml
 
 from generator.harness import procfs, servers
 from generator.harness.load.scenario import Bench, Scenario
-from generator.harness.project import Project, ServiceError
+from generator.harness.project import NotAProjectError, Project, ServiceError
 from generator.images import (
     ContainersUnavailable,
     Podman,
@@ -33,6 +33,8 @@ from generator.images import (
 DOCKERFILE = "deploy/docker/Dockerfile"
 COMPOSE = "deploy/docker/compose.yaml"
 TARGET_RATIO = 0.95
+# What `--container` alone mirrors, where DEST has the features.
+DEFAULT_MIRRORED = ("health", "db-read")
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,3 +178,13 @@ def mirror(scenario: Scenario) -> InContainer:
         target_wording="container / outside rps",
         mirrors=scenario,
     )
+
+
+def default_mirrored(dest: Path, scenarios: Mapping[str, Scenario]) -> list[str]:
+    """The scenarios `--container` without `--scenario` mirrors: those of DEFAULT_MIRRORED
+    that DEST's features allow (all of them when DEST is no project: the runner says why)."""
+    try:
+        features = set(Project.load(dest).features)
+    except NotAProjectError:
+        return list(DEFAULT_MIRRORED)
+    return [name for name in DEFAULT_MIRRORED if set(scenarios[name].features) <= features]
