@@ -10,6 +10,7 @@ ratio is then what the container costs, nothing else.
 from __future__ import annotations
 
 import os
+import subprocess
 import tempfile
 from collections.abc import Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager
@@ -146,6 +147,10 @@ def in_container(bench: Bench, env: Mapping[str, str]) -> Iterator[ContainerServ
         image = build_image(podman, project)
     except ContainersUnavailable as exc:
         raise ServiceError(str(exc)) from exc
+    except subprocess.CalledProcessError as exc:
+        raise ServiceError(
+            f"building {project.root / DOCKERFILE} failed:\n{exc.stderr[-2000:]}"
+        ) from exc
     inside = dict(env)
     volumes: list[str] = []
     if "DATABASE_URL" in inside:
