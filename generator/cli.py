@@ -319,6 +319,15 @@ def loadtest(
             help="Turn the service's default per-client rate limit off: wrk is one client.",
         ),
     ] = False,
+    container: Annotated[
+        bool,
+        typer.Option(
+            "--container",
+            help="Run each scenario's container twin (default: health, and db-read with "
+            "postgres): the service in its hardened container against the same service "
+            "outside it.",
+        ),
+    ] = False,
 ) -> None:
     """Load DEST and a bare FastAPI app the same way and report the ratio.
 
@@ -328,9 +337,18 @@ def loadtest(
     # Imported here: the harness pulls in load-test machinery the other commands never need.
     from generator.harness.load.runner import run_loadtest
 
+    names = scenario or ([] if run_all else ["health"])
+    if container:
+        from generator.harness.load.container import default_mirrored
+        from generator.harness.load.scenarios import SCENARIOS
+
+        if run_all:
+            out.print("[red]error:[/] --all already runs the container scenarios; drop --container")
+            raise typer.Exit(2)
+        names = [f"container-{name}" for name in scenario or default_mirrored(dest, SCENARIOS)]
     code = run_loadtest(
         dest,
-        scenario or ([] if run_all else ["health"]),
+        names,
         duration=duration,
         connections=connections,
         json_path=json_path,

@@ -18,7 +18,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
 
 import copier
 import httpx
@@ -29,6 +28,7 @@ from conftest import DEPLOY_SLUG, REPO_ROOT
 from generator.images import (
     ContainersUnavailable,
     Podman,
+    database_in_container,
     ensure_base_images,
     ensure_uv,
     preflight,
@@ -50,9 +50,6 @@ CASES: dict[str, dict[str, object]] = {
 READY_TIMEOUT_S = 60.0
 LOCK_WAIT_S = 60.0
 TEMPLATE_DOCKERFILE = next((REPO_ROOT / "template/deploy").glob("*docker*/Dockerfile.jinja"))
-# The socket of the host's PostgreSQL is bind-mounted into the declared /tmp tmpfs: pgserver's
-# socket directory is its 0700 data directory, which uid 10001 cannot enter.
-SOCKET_DIR = "/tmp"
 
 
 @pytest.fixture(scope="session")
@@ -168,17 +165,6 @@ def _project_env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if k not in {"VIRTUAL_ENV", "DATABASE_URL"}}
 
 
-def _in_container(url: str) -> tuple[str, list[str]]:
-    """The URL as seen inside the container and the bind mount that makes it reachable."""
-    parts = urlsplit(url)
-    socket_dir = parse_qs(parts.query).get("host", [""])[0]
-    if not socket_dir.startswith("/"):
-        return url, []  # TCP: --network=host reaches it as it is
-    pg_socket = next(Path(socket_dir).glob(".s.PGSQL.*"))
-    inside = parts._replace(query=f"host={SOCKET_DIR}").geturl()
-    return inside, [f"{pg_socket}:{SOCKET_DIR}/{pg_socket.name}"]
-
-
 def _migration_job(built: Built) -> tuple[list[str], list[str]]:
     """The Kubernetes migration Job's command and the paths it mounts an emptyDir on."""
     job = built.manifest("deploy/k8s/base/migrate-job.yaml")
@@ -195,7 +181,7 @@ def migrated(built: Built, backing: dict[str, str], podman: Podman) -> str | Non
     if "DATABASE_URL" not in backing:
         return None
     command, tmpfs = _migration_job(built)
-    url, volumes = _in_container(backing["DATABASE_URL"])
+    url, volumes = database_in_container(backing["DATABASE_URL"])
     ran = podman.run_hardened(
         built.image, name=f"bulwark-test-migrate-{os.getpid()}", env={"DATABASE_URL": url},
         tmpfs=tmpfs, volumes=volumes, command=command, detach=False, check=False,
@@ -220,7 +206,7 @@ def app(
     volumes: list[str] = []
     env = {**service["environment"], **backing}
     if "DATABASE_URL" in backing:
-        env["DATABASE_URL"], volumes = _in_container(backing["DATABASE_URL"])
+        env["DATABASE_URL"], volumes = database_in_container(backing["DATABASE_URL"])
     # Host networking: a free port instead of 8000, which another service here may hold.
     port = _free_port()
     env[f"{PREFIX}PORT"] = str(port)

@@ -20,7 +20,7 @@ from test_loadtest import (
 )
 
 from generator.harness import nginx
-from generator.harness.load import report, runner
+from generator.harness.load import container, report, runner
 from generator.harness.load.runner import run_loadtest
 from generator.harness.load.scenario import Outcome, Scenario, Side, Verdict
 from generator.harness.load.scenarios import SCENARIOS
@@ -180,8 +180,11 @@ def test_all_keeps_what_the_features_allow_and_says_why_for_the_rest(tmp_path: P
     project = Project.load(write_project(tmp_path, features=["postgres"]))
     runnable, skipped = runner.runnable_scenarios(project)
     assert runnable == ["health", "direct", "db-read"]
-    assert set(skipped) == {"nginx", "cached-read", "overload", "loop-monitor"}
+    assert set(skipped) == {
+        "nginx", "cached-read", "overload", "loop-monitor", "container-health", "container-db-read"
+    }  # fmt: skip
     assert "needs the cache feature" in skipped["cached-read"]
+    assert "without the docker target" in skipped["container-health"]
     assert "needs the load_shedding feature" in skipped["overload"]
     assert "--target nginx" in skipped["nginx"] or "install it" in skipped["nginx"]
 
@@ -192,7 +195,10 @@ def test_all_runs_nginx_when_the_site_is_rendered(
     root = write_project(tmp_path, features=["postgres", "cache", "load_shedding", "loop_monitor"])
     (root / "deploy" / "nginx").mkdir(parents=True)
     (root / "deploy" / "nginx" / "demo-svc.conf").write_text("server { listen 80; }\n")
+    (root / "deploy" / "docker").mkdir()
+    (root / "deploy" / "docker" / "Dockerfile").write_text("FROM scratch\n")
     monkeypatch.setattr(nginx, "binary", lambda: "/usr/sbin/nginx")
+    monkeypatch.setattr(container, "Podman", lambda: None)  # podman present or not
     runnable, skipped = runner.runnable_scenarios(Project.load(root))
     assert runnable == list(SCENARIOS)
     assert skipped == {}
@@ -253,6 +259,8 @@ def test_all_measures_the_runnable_ones_and_reports_the_skipped(
         "cached-read",
         "overload",
         "loop-monitor",
+        "container-health",
+        "container-db-read",
     ]
     assert document["command"] == "bulwark loadtest svc --all --report report"
     page = (tmp_path / "report" / "index.html").read_text()

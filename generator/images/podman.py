@@ -10,6 +10,7 @@ import subprocess
 import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
 
 # What .ci/bootstrap installs and writes; named in every refusal so the fix is one command away.
 REMEDY = (
@@ -20,6 +21,9 @@ REMEDY = (
 TOOLS = ("podman", "runc", "mmdebstrap")
 TIMEOUT_S = 600.0
 HOST_CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
+# Where a host PostgreSQL's socket is bind-mounted, inside the /tmp tmpfs the manifests declare:
+# the embedded server's socket directory is its 0700 data directory, which uid 10001 cannot enter.
+SOCKET_DIR = "/tmp"
 
 
 class ContainersUnavailable(RuntimeError):
@@ -101,20 +105,43 @@ class Podman:
         detach: bool = True,
         check: bool = True,
     ) -> subprocess.CompletedProcess[str]:
-        """Run as the generated compose file and Kubernetes manifests do: uid 10001, read-only
-        root, tmpfs only where given, every capability dropped, no privilege escalation."""
-        flags = [
-            *("--name", name, "--network=host", "--user", "10001:10001", "--read-only"),
-            # podman mounts its own tmpfs on /tmp, /var/tmp and /run under --read-only; Docker
-            # and Kubernetes do not, so only the tmpfs the manifests declare are mounted.
-            "--read-only-tmpfs=false",
-            *("--cap-drop=ALL", "--security-opt=no-new-privileges"),
-            *(f"--tmpfs={path}" for path in tmpfs),
-            *(f"--volume={volume}" for volume in volumes),
-            *(f"--env={key}={value}" for key, value in env.items()),
-        ]
+        """Run as the generated compose file and Kubernetes manifests do (`hardened`)."""
         mode = "--detach" if detach else "--rm"
+        flags = hardened(name=name, env=env, tmpfs=tmpfs, volumes=volumes)
         return self("run", mode, *flags, image, *command, check=check)
+
+
+def hardened(
+    *,
+    name: str,
+    env: Mapping[str, str],
+    tmpfs: Sequence[str] = (),
+    volumes: Sequence[str] = (),
+) -> list[str]:
+    """`podman run` flags for uid 10001, a read-only root, tmpfs only where given, every
+    capability dropped and no privilege escalation, on the host's network."""
+    return [
+        *("--name", name, "--network=host", "--user", "10001:10001", "--read-only"),
+        # podman mounts its own tmpfs on /tmp, /var/tmp and /run under --read-only; Docker
+        # and Kubernetes do not, so only the tmpfs the manifests declare are mounted.
+        "--read-only-tmpfs=false",
+        *("--cap-drop=ALL", "--security-opt=no-new-privileges"),
+        *(f"--tmpfs={path}" for path in tmpfs),
+        *(f"--volume={volume}" for volume in volumes),
+        *(f"--env={key}={value}" for key, value in env.items()),
+    ]
+
+
+def database_in_container(url: str) -> tuple[str, list[str]]:
+    """A host PostgreSQL URL as the container reaches it, and the bind mount that makes it
+    reachable: a unix socket is mounted into SOCKET_DIR, a TCP address is used as it is."""
+    parts = urlsplit(url)
+    socket_dir = parse_qs(parts.query).get("host", [""])[0]
+    if not socket_dir.startswith("/"):
+        return url, []  # TCP: --network=host reaches it as it is
+    pg_socket = next(Path(socket_dir).glob(".s.PGSQL.*"))
+    inside = parts._replace(query=f"host={SOCKET_DIR}").geturl()
+    return inside, [f"{pg_socket}:{SOCKET_DIR}/{pg_socket.name}"]
 
 
 def preflight(podman: Podman, image: str) -> None:

@@ -269,13 +269,7 @@ class Scenario:
         with ExitStack() as stack:
             running = {
                 "baseline": stack.enter_context(self.baseline_server(bench)),
-                "service": stack.enter_context(
-                    servers.service(
-                        bench.project,
-                        bench.service_env(self.service_settings),
-                        workers=self.workers,
-                    )
-                ),
+                "service": stack.enter_context(self.service_server(bench)),
             }
             targets = {
                 side: stack.enter_context(self.entry(bench, running[side])) for side in sides
@@ -298,6 +292,11 @@ class Scenario:
 
     def baseline_server(self, bench: Bench) -> AbstractContextManager[servers.RunningServer]:
         return servers.baseline(bench.project, self.baseline_app, bench.env, workers=self.workers)
+
+    def service_server(self, bench: Bench) -> AbstractContextManager[servers.RunningServer]:
+        return servers.service(
+            bench.project, bench.service_env(self.service_settings), workers=self.workers
+        )
 
     def entry(self, bench: Bench, server: servers.RunningServer) -> AbstractContextManager[Target]:
         """Where wrk connects: the server itself, or the project's nginx in front of it (on

@@ -3,6 +3,7 @@ them. A new scenario is one object added here."""
 
 from __future__ import annotations
 
+from generator.harness.load.container import mirror
 from generator.harness.load.data import CACHED_READ, DB_READ
 from generator.harness.load.loop_monitor import LOOP_MONITOR
 from generator.harness.load.overload import OVERLOAD
@@ -27,7 +28,20 @@ NGINX = Scenario(
     workers=2,
     via_nginx=True,
 )
+CONTAINER_HEALTH = mirror(HEALTH)
+CONTAINER_DB_READ = mirror(DB_READ)
 
 SCENARIOS: dict[str, Scenario] = {
-    s.name: s for s in (HEALTH, DIRECT, NGINX, DB_READ, CACHED_READ, OVERLOAD, LOOP_MONITOR)
+    s.name: s
+    for s in (
+        HEALTH,
+        DIRECT,
+        NGINX,
+        DB_READ,
+        CACHED_READ,
+        OVERLOAD,
+        LOOP_MONITOR,
+        CONTAINER_HEALTH,
+        CONTAINER_DB_READ,
+    )
 }
