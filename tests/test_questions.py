@@ -232,7 +232,7 @@ def test_questions_leave_out_settings_and_computed_values() -> None:
 
 def test_questions_know_choice_values_not_labels() -> None:
     assert questions()["targets"].choices == ("docker", "kubernetes", "systemd", "nginx")
-    assert questions()["python_version"].choices == ("3.12", "3.11")
+    assert questions()["python_version"].choices == ("3.13", "3.12", "3.11")
     assert questions()["project_slug"].choices == ()
 
 
