@@ -29,7 +29,7 @@ def build_dir(tmp_path: Path) -> Path:
 def private_dir() -> Iterator[Path]:
     """A temp dir outside pytest's temp root, for projects whose own tests start PostgreSQL.
 
-    Run as root, pgserver runs PostgreSQL as its own user and opens the path to the data and
+    Run as root, the embedded PostgreSQL runs as its own user and opens the path to the data and
     binaries for it, while every new pytest session (the project's own included) locks its
     temp root to mode 0700 again.
     """
