@@ -220,7 +220,8 @@ REFUSED: Mapping[str, st.SearchStrategy[object]] = {
         spliced(emails, [*REFUSED_IN_TEXT, " ", "@"]), hostile_text.filter(lambda t: "@" not in t)
     ),
     "python_version": st.one_of(
-        spliced(st.sampled_from(["3.13", "3.12", "3.11"]), PIECES), st.sampled_from(["3.10", "3.14", ""])
+        spliced(st.sampled_from(["3.13", "3.12", "3.11"]), PIECES),
+        st.sampled_from(["3.10", "3.14", ""]),
     ),
     "targets": st.one_of(
         st.just(["kubernetes"]),
