@@ -47,7 +47,7 @@ def test_stop_ends_a_server_whose_client_was_killed(postgres_dir: Path) -> None:
         assert client.stdout is not None
         command_pid = int(client.stdout.readline())
     finally:
-        client.send_signal(signal.SIGKILL)  # no atexit: pgserver keeps it registered
+        client.send_signal(signal.SIGKILL)  # no atexit: the wheel keeps it registered
         client.wait()
     os.kill(command_pid, signal.SIGKILL)
     pid = _postmaster_pid(data_dir)
