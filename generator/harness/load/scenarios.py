@@ -3,6 +3,7 @@ them. A new scenario is one object added here."""
 
 from __future__ import annotations
 
+from generator.harness.load.ablation import ABLATION
 from generator.harness.load.container import mirror
 from generator.harness.load.data import CACHED_READ, DB_READ
 from generator.harness.load.loop_monitor import LOOP_MONITOR
@@ -39,6 +40,7 @@ SCENARIOS: dict[str, Scenario] = {
         ROUTED_50,
         ROUTED_NAIVE,
         ROUTED_LOOPGUARD,
+        ABLATION,
         HEALTH,
         DIRECT,
         NGINX,
