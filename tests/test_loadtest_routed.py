@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
+from test_loadtest import HAVE_LOAD_TOOLS, REPO_ROOT, quiet_console
 
 from generator.harness.apps import routed
 from generator.harness.load import routed as routed_scenarios
+from generator.harness.load.runner import run_loadtest
 from generator.harness.load.scenarios import SCENARIOS
+from generator.harness.project import Project
 
 
 def generated_like() -> FastAPI:
@@ -107,3 +111,72 @@ def test_the_peer_libraries_are_found_where_they_are_installed() -> None:
     assert path is not None
     assert slowapi.__file__ is not None
     assert slowapi.__file__.startswith(path)
+
+
+@pytest.mark.parametrize(
+    ("ratio", "cpu", "p99", "met"),
+    [
+        (0.92, 0.96, 1.1, True),
+        (0.92, 0.90, 1.1, False),
+        (0.92, 0.96, 1.3, False),
+        (0.80, 1.00, 1.0, False),
+    ],
+)
+def test_routed_is_judged_on_rps_cpu_and_p99_together(
+    ratio: float, cpu: float, p99: float, met: bool
+) -> None:
+    entry = {"ratio": ratio, "pairs": {"cpu": {"median": cpu}, "p99": {"median": p99}}}
+    judged = SCENARIOS["routed"].verdict(entry)
+    assert judged.met is met
+    assert judged.target == "rps ratio ≥ 0.9; pair medians: CPU ≥ 0.95, p99 ≤ 1.2"
+    assert SCENARIOS["routed-50"].verdict(entry).met is (ratio >= 1.2)
+
+
+@pytest.fixture(scope="session")
+def full_sample(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The `full` preset (every feature) rendered from this repo's working tree, no targets."""
+    if not HAVE_LOAD_TOOLS:
+        pytest.skip("needs wrk, taskset and uv")
+    import copier
+
+    from generator.presets import get_preset
+
+    dest = tmp_path_factory.mktemp("routed") / "routed-svc"
+    data = {**get_preset("full").answers(), "project_slug": "routed-svc", "targets": []}
+    copier.run_copy(str(REPO_ROOT), dest, data=data, defaults=True, vcs_ref="HEAD", quiet=True)
+    return dest
+
+
+@pytest.mark.slow
+@pytest.mark.load
+def test_routed_on_the_full_preset_serves_only_200s_on_both_sides(
+    full_sample: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One 1 s pair: the pipeline on the real template, not a figure."""
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    console, out = quiet_console()
+    json_path = tmp_path / "routed.json"
+    code = run_loadtest(
+        full_sample,
+        ["routed"],
+        duration=1,
+        connections=16,
+        json_path=json_path,
+        min_ratio=None,
+        console=console,
+        repeat=1,
+    )
+    printed = out.getvalue()
+    print(printed)
+    assert code == 0, printed
+    (entry,) = json.loads(json_path.read_text())["scenarios"]
+    assert entry["path"] == "/bench/items/7?q=widget"
+    assert list(entry["statuses"]) == list(entry["baseline_statuses"]) == ["200"]
+    assert entry["cpu_us_per_request"] > 0
+    assert entry["baseline_cpu_us_per_request"] > 0
+    project = Project.load(full_sample)
+    env = routed_scenarios.service_env(project, 0) | {"DATABASE_URL": "postgresql://u@h/db"}
+    table = routed_scenarios.route_table(project, env)
+    paths = [route["path"] for route in table]
+    assert {"/health", "/items/{item_id}", "/payments/{payment_id}", "/metrics"} <= set(paths)
+    assert paths[-1] == routed.MEASURED_PATH

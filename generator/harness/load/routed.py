@@ -15,13 +15,14 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+from collections.abc import Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from generator.harness import apps, servers
-from generator.harness.load.scenario import Bench, Scenario, Side
+from generator.harness.load.scenario import Bench, Scenario, Side, Verdict
 from generator.harness.project import Project, run_step
 
 PATH = "/bench/items/7?q=widget"
@@ -87,6 +88,10 @@ class Routed(Scenario):
 
     routes: int = 0
     stack: str = "bare"
+    # Targets on the pair medians beside the rps ratio: CPU efficiency (baseline / service CPU
+    # per request) at least this, p99 (service / baseline) at most this.
+    target_cpu: float | None = None
+    target_p99: float | None = None
 
     def unavailable(self, project: Project) -> str | None:
         if peer_path(self.stack) is None:
@@ -116,6 +121,21 @@ class Routed(Scenario):
         }
         return servers.serve("baseline", app_args(), project=bench.project, env=env)
 
+    def verdict(self, entry: Mapping[str, Any]) -> Verdict:
+        judged = Scenario.verdict(self, entry)
+        if entry.get("failed") or self.target_cpu is None or self.target_p99 is None:
+            return judged
+        pairs = entry.get("pairs", {})
+        cpu, p99 = pairs.get("cpu", {}).get("median"), pairs.get("p99", {}).get("median")
+        return Verdict(
+            f"{judged.target}; pair medians: CPU ≥ {self.target_cpu:g}, p99 ≤ {self.target_p99:g}",
+            bool(judged.met)
+            and cpu is not None
+            and cpu >= self.target_cpu
+            and p99 is not None
+            and p99 <= self.target_p99,
+        )
+
     def figures(self, baseline: Side, service: Side) -> dict[str, Any]:
         """The baseline named when it is a peer stack (the report labels its bars with it)."""
         return {"baseline": STACK_LABELS[self.stack]} if self.stack in STACK_LABELS else {}
@@ -127,6 +147,8 @@ ROUTED = Routed(
     PATH,
     service_settings=LIMIT_OFF,
     target_ratio=0.90,
+    target_cpu=0.95,
+    target_p99=1.2,
 )
 ROUTED_50 = Routed(
     "routed-50",
