@@ -27,8 +27,8 @@ from generator.harness.load.scenarios import SCENARIOS
 from generator.harness.project import Project
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-# Routed scenarios need no feature: every project runs them.
-ROUTED_NAMES = ["routed", "routed-50", "routed-naive", "routed-loopguard"]
+# The routed scenarios and the ablation need no feature: every project runs them.
+ROUTED_NAMES = ["routed", "routed-50", "routed-naive", "routed-loopguard", "ablation"]
 
 
 def entry(name: str, rps: float, baseline_rps: float, **extra: Any) -> dict[str, Any]:
