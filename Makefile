@@ -46,7 +46,7 @@ docs-serve: setup ## Serve the docs site at http://127.0.0.1:8000, rebuilt on ev
 	NO_MKDOCS_2_WARNING=1 $(UV) run mkdocs serve
 
 # One wrk client is one address: the default per-client rate limit would answer 429s.
-bench: setup ## Every load-test scenario on a full-preset sample; report in build/bench-report
+bench: setup ## Every load-test scenario on a full-preset sample, the routed request first; report in build/bench-report
 	test -d build/bench || $(UV) run bulwark new build/bench --preset full --defaults
 	flock /tmp/bulwark-load.lock $(UV) run bulwark loadtest build/bench --all --no-rate-limit --report build/bench-report
 

@@ -195,7 +195,7 @@ def _no_database_url(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_unknown_scenario_lists_the_known_ones(tmp_path: Path) -> None:
     code, printed = refused(tmp_path, ["health", "nope"])
     assert code == 2
-    assert "unknown scenario nope; known: health" in printed
+    assert "unknown scenario nope; known: routed, routed-50" in printed
 
 
 @needs_load_tools

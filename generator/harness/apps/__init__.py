@@ -15,3 +15,6 @@ BASELINE_DB = _HERE / "baseline_db.py"
 # The generated service plus a slow route, and bare FastAPI with the same route: overload.
 OVERLOAD_SERVICE = _HERE / "overload_service.py"
 OVERLOAD_BASELINE = _HERE / "overload_baseline.py"
+# A JSON route among the generated service's routes, and bare FastAPI (or a peer stack) with
+# the same route table: the routed scenarios, one module for every side.
+ROUTED = _HERE / "routed.py"

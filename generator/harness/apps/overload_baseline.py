@@ -12,16 +12,13 @@ POOL = asyncio.Semaphore(int(os.environ.get("BULWARK_SLOW_POOL", "8")))
 app = FastAPI()
 
 
+@app.get("/health")
 async def health() -> dict[str, str]:
     return {"status": "ok"}
 
 
+@app.get("/slow")
 async def slow() -> dict[str, str]:
     async with POOL:
         await asyncio.sleep(SLOW_S)
     return {"status": "ok"}
-
-
-# Spelled out rather than decorated for the reason given in baseline.py.
-app.add_api_route("/health", health, methods=["GET"])
-app.add_api_route("/slow", slow, methods=["GET"])

@@ -153,11 +153,15 @@ def page(report: Mapping[str, Any], png: bytes) -> str:
         ]
         rows.append(
             "<tr>"
-            f"<td>{esc(entry['name'])}</td>"
+            f"<td>{esc(entry['name'])}"
+            + (f"<br><small>vs {esc(entry['baseline'])}</small>" if "baseline" in entry else "")
+            + "</td>"
             f"<td>{entry['rps']:,.0f}</td><td>{entry['baseline_rps']:,.0f}</td>"
             f"<td>{_ratio(entry)}</td>"
             f"<td>{entry['p50_ms']:.2f}</td><td>{entry['baseline_p50_ms']:.2f}</td>"
             f"<td>{entry['p99_ms']:.2f}</td><td>{entry['baseline_p99_ms']:.2f}</td>"
+            f"<td>{_cpu(entry.get('cpu_us_per_request'))}</td>"
+            f"<td>{_cpu(entry.get('baseline_cpu_us_per_request'))}</td>"
             f"<td>{entry['errors']}</td>"
             f"<td>{esc(judged.target)}</td><td class='{css}'>{met}</td>"
             "</tr>"
@@ -170,6 +174,12 @@ def page(report: Mapping[str, Any], png: bytes) -> str:
         + _definitions({k: v for k, v in entry.items() if k not in _TABLE_KEYS and _scalar(v)})
         for entry in report["scenarios"]
         if any(k not in _TABLE_KEYS for k in entry)
+    )
+    own_tables = "".join(
+        _html_table(f"{entry['name']}: {title}", rows)
+        for entry in report["scenarios"]
+        if entry["name"] in SCENARIOS
+        for title, rows in SCENARIOS[entry["name"]].tables(entry).items()
     )
     image = base64.b64encode(png).decode("ascii")
     command = report.get("command", "")
@@ -191,19 +201,22 @@ img {{ max-width: 100%; }}
 </head>
 <body>
 <h1>Bulwark load-test report</h1>
-<p>Generated service against bare FastAPI, same machine, same run. rps and latency are
-wrk's over the expected answers only, from the median run by rps; ratio = generated rps /
-bare rps. A scenario with more than 0.1 % unexpected answers on either side has failed and
-shows no ratio.</p>
+<p>Generated service against bare FastAPI (or the stack named under a scenario), same
+machine, same run. rps and latency are wrk's over the expected answers only, from the median
+run by rps; ratio = generated rps / bare rps; CPU µs/req is the server's CPU time per expected
+answer, median over the runs. A scenario with more than 0.1 % unexpected answers on either
+side has failed and shows no ratio.</p>
 <table>
 <thead><tr><th>scenario</th><th>rps</th><th>bare rps</th><th>ratio</th>
-<th>p50 ms</th><th>bare p50 ms</th><th>p99 ms</th><th>bare p99 ms</th><th>errors</th>
+<th>p50 ms</th><th>bare p50 ms</th><th>p99 ms</th><th>bare p99 ms</th>
+<th>CPU µs/req</th><th>bare CPU µs/req</th><th>errors</th>
 <th>target</th><th>result</th></tr></thead>
 <tbody>
 {chr(10).join(rows)}
 </tbody>
 </table>
 {f"<h2>skipped</h2><ul>{skipped}</ul>" if skipped else ""}
+{own_tables}
 {extra_figures}
 <h2>plot</h2>
 <img alt="rps and latency per scenario; latency over time under overload"
@@ -239,8 +252,28 @@ _TABLE_KEYS = frozenset(
         "runs",
         "expected_statuses",
         "failed",
+        "cpu_us_per_request",
+        "baseline_cpu_us_per_request",
     }
 )
+
+
+def _html_table(title: str, rows: Sequence[Mapping[str, str]]) -> str:
+    """A scenario's own table (Scenario.tables) under its title."""
+    esc = html.escape
+    columns = list(rows[0]) if rows else []
+    head = "".join(f"<th>{esc(column)}</th>" for column in columns)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{esc(row[column])}</td>" for column in columns) + "</tr>"
+        for row in rows
+    )
+    return (
+        f"<h2>{esc(title)}</h2>\n<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    )
+
+
+def _cpu(value: float | None) -> str:
+    return "-" if value is None else f"{value:,.0f}"
 
 
 def _scalar(value: object) -> bool:

@@ -92,9 +92,12 @@ def run_loadtest(
             figures = ", ".join(
                 f"{key} {value}"
                 for key, value in outcome.extra.items()
-                if not isinstance(value, list)  # the series are for the report's plot
+                if not isinstance(value, list)  # series and rows: the plot's and tables'
             )
-            console.print(f"{outcome.scenario.name}: {escape(figures)}")
+            if figures:
+                console.print(f"{outcome.scenario.name}: {escape(figures)}")
+        for title, rows in outcome.scenario.tables(scenario_report(outcome)).items():
+            console.print(own_table(f"{outcome.scenario.name}: {title}", rows))
     runs = repeat or RUNS
     more = "".join(
         f" ({o.scenario.name}: {o.scenario.runs})"
@@ -250,6 +253,17 @@ def table(outcomes: Sequence[Outcome], min_ratio: float | None) -> Table:
                 ratio,
                 pair,
             )
+    return shown
+
+
+def own_table(title: str, rows: Sequence[dict[str, str]]) -> Table:
+    """A scenario's own table (Scenario.tables), first column left, figures right."""
+    shown = Table(title=escape(title), title_justify="left")
+    columns = list(rows[0]) if rows else []
+    for index, column in enumerate(columns):
+        shown.add_column(column, justify="left" if index in (0, len(columns) - 1) else "right")
+    for row in rows:
+        shown.add_row(*(escape(row[column]) for column in columns))
     return shown
 
 

@@ -394,6 +394,11 @@ class Scenario:
         ratio = entry["ratio"]
         return Verdict(f"{self.target_wording} ≥ {self.target_ratio:g}", ratio >= self.target_ratio)
 
+    def tables(self, entry: Mapping[str, Any]) -> dict[str, list[dict[str, str]]]:
+        """Tables of the scenario's own, from its JSON entry: title -> rows of text by column,
+        shown under the main table and on the report's page."""
+        return {}
+
     def draw_over_time(self, axes: Axes, entry: Mapping[str, Any]) -> None:
         """The report's bottom panel, for a scenario with `over_time`."""
         raise NotImplementedError(f"{self.name} draws no latency over time")

@@ -3,15 +3,17 @@ them. A new scenario is one object added here."""
 
 from __future__ import annotations
 
+from generator.harness.load.ablation import ABLATION
 from generator.harness.load.container import mirror
 from generator.harness.load.data import CACHED_READ, DB_READ
 from generator.harness.load.loop_monitor import LOOP_MONITOR
 from generator.harness.load.overload import OVERLOAD
+from generator.harness.load.routed import ROUTED, ROUTED_50, ROUTED_LOOPGUARD, ROUTED_NAIVE
 from generator.harness.load.scenario import Scenario
 
 HEALTH = Scenario(
     "health",
-    "liveness route: the stack's own cost",
+    "liveness probe: the gate answers it without guards, timer or a route's work",
     "/health",
     target_ratio=0.90,
 )
@@ -34,6 +36,11 @@ CONTAINER_DB_READ = mirror(DB_READ)
 SCENARIOS: dict[str, Scenario] = {
     s.name: s
     for s in (
+        ROUTED,
+        ROUTED_50,
+        ROUTED_NAIVE,
+        ROUTED_LOOPGUARD,
+        ABLATION,
         HEALTH,
         DIRECT,
         NGINX,
