@@ -9,7 +9,6 @@ the flood keep their p99 within the factor of their unloaded p99 behind nginx.
 from __future__ import annotations
 
 import json
-import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ from generator.harness.abuse.scenario import (
     check_abusive,
     check_legit,
     check_loop,
+    probe_queries_allowed,
     statuses,
 )
 from generator.harness.abuse.service import fronted, port_of, under_attack, watched
@@ -171,8 +171,7 @@ class ReadyFlood(Attack):
             )
             elapsed = time.monotonic() - started_at
         queries = round(readings["after"][ACQUIRES] - readings["before"][ACQUIRES])
-        # One refresh per started second, and one more for the second the window ends in.
-        allowed = math.ceil(elapsed) + 1
+        allowed = probe_queries_allowed(elapsed)
         result.at_most("ready_db_queries", f"database queries in {elapsed:.1f} s", queries, allowed)
         not_ok = sum(1 for a in answers if a.status != 200)
         result.equal("ready_not_200", "/ready answers not 200", not_ok, 0)

@@ -8,6 +8,7 @@ the figures, so they are tested without a server.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -197,6 +198,12 @@ def check_legit(
     result.figures[f"{key}_baseline_p99_ms"] = round(before, 3)
     result.figures[f"{key}_attacked_p99_ms"] = round(during, 3)
     result.figures[f"{key}_legit_requests"] = len(attacked)
+
+
+def probe_queries_allowed(elapsed_s: float) -> int:
+    """Database queries a probe flood may cause in `elapsed_s` with a one-second result cache:
+    one refresh per started second, and one more for the second the window ends in."""
+    return math.ceil(elapsed_s) + 1
 
 
 def loop_blocks(before: Mapping[str, float], after: Mapping[str, float], bound_s: float) -> int:
