@@ -32,7 +32,8 @@ class Answer:
     status: int | None
     # Bytes of the whole answer, status line and headers included.
     size: int
-    # What cut it short, if anything: "timeout", "reset", "refused".
+    # What cut it short, if anything: "timeout", "reset", "refused", "held" (trickle), or the
+    # system's words for another socket error.
     error: str = ""
 
 
@@ -116,6 +117,8 @@ async def exchange(
         error = "refused"
     except ConnectionError:
         error = "reset"
+    except OSError as exc:  # e.g. no source port left: a figure, not a crashed run
+        error = exc.strerror or type(exc).__name__
     finally:
         if sending is not None:
             sending.cancel()
@@ -159,6 +162,8 @@ async def trickle(
         return Answer(None, 0, "refused")
     except ConnectionError:
         return Answer(status_of(first), size, "reset")
+    except OSError as exc:
+        return Answer(None, 0, exc.strerror or type(exc).__name__)
     finally:
         if writer is not None:
             writer.close()
