@@ -416,6 +416,53 @@ def chaos(
 
 
 @app.command()
+def attack(
+    dest: Annotated[Path, typer.Argument(help="The generated service to attack (postgres on).")],
+    scenario: Annotated[
+        list[str] | None,
+        typer.Option(help="Attack to run (repeatable; default: every one DEST's answers allow)."),
+    ] = None,
+    limit: Annotated[
+        int, typer.Option(help="Per-client requests a minute the spoofing attacks run under.")
+    ] = 5,
+    p99_factor: Annotated[
+        float,
+        typer.Option(
+            help="Legitimate p99 under attack behind nginx, as a multiple of the unloaded p99 "
+            "(target: 2); raise it only as a tripwire on a machine too busy to hold it."
+        ),
+    ] = 2.0,
+    window: Annotated[float, typer.Option(help="Seconds each attack phase lasts.")] = 3.0,
+    loop_bound: Annotated[
+        float,
+        typer.Option(
+            help="ms the event loop may be held (target: 100; a loop-monitor bucket: 100, 250, "
+            "500, 1000, 2500); raise it only as a tripwire on a machine too busy to hold it."
+        ),
+    ] = 100.0,
+    json_path: Annotated[
+        Path | None,
+        typer.Option("--json", help="Also write the figures as JSON here (server logs beside)."),
+    ] = None,
+) -> None:
+    """Attack DEST with hostile clients, directly and behind nginx; exit 1 on a missed target."""
+    from generator.harness.abuse.runner import run_attack
+
+    code = run_attack(
+        dest,
+        scenario or [],
+        limit=limit,
+        p99_factor=p99_factor,
+        window_s=window,
+        json_path=json_path,
+        console=out,
+        loop_bound_s=loop_bound / 1000,
+    )
+    if code:
+        raise typer.Exit(code)
+
+
+@app.command()
 def matrix(
     dest: Annotated[
         Path, typer.Option(help="Directory the answer sets are rendered into, one each.")

@@ -62,7 +62,7 @@ def run_chaos(
     except KeyboardInterrupt:
         console.print("[yellow]interrupted[/]: every server was stopped")
         return 130
-    console.print(_table(results))
+    console.print(results_table(results, "bulwark chaos"))
     console.print(
         f"wrk -c{connections} on CPU {WRK_CPU}, service (`python -m {loaded.package_name}`) "
         f"on CPU {SERVER_CPU}; outage {outage_s:g} s, drain delay {drain_s:g} s"
@@ -155,8 +155,9 @@ def _run(
     return found, results
 
 
-def _table(results: Sequence[Result]) -> Table:
-    table = Table(title="bulwark chaos")
+def results_table(results: Sequence[Result], title: str) -> Table:
+    """Each result's checks as rows: figure, measured, target, ok or MISSED."""
+    table = Table(title=title)
     table.add_column("scenario")
     table.add_column("figure")
     table.add_column("measured", justify="right")
