@@ -1,8 +1,13 @@
-"""The parts every service has, whatever its features: drain, request ids, access log, health."""
+"""The parts every service has, whatever its features: drain, request ids, access log, health,
+bounded request bodies and bounded 422 answers."""
 
 from __future__ import annotations
 
+from fastapi.exceptions import RequestValidationError
+
 from .api import health
+from .api.validation import validation_error_handler
+from .body_limit import BodyLimit
 from .observability.access_log import AccessLog
 from .settings import Settings
 from .shutdown import Drain
@@ -20,3 +25,5 @@ def wire(settings: Settings, parts: Parts) -> None:
     )
     parts.stats.append(parts.in_flight)
     parts.routers.append(health.router)
+    parts.body = BodyLimit(settings.max_body_bytes, settings.body_read_timeout_s)
+    parts.exception_handlers[RequestValidationError] = validation_error_handler
