@@ -16,7 +16,8 @@ from .wiring import Parts
 
 def wire(settings: Settings, parts: Parts) -> None:
     # First in, last out: readiness fails before anything else stops (shutdown.py).
-    parts.resources.append(Drain(settings.shutdown_delay_s))
+    drain = Drain(settings.shutdown_delay_s)
+    parts.resources.append(drain)
     parts.observers.append(
         AccessLog(
             sample_rate=settings.sampled_access_log_rate,
@@ -25,5 +26,6 @@ def wire(settings: Settings, parts: Parts) -> None:
     )
     parts.stats.append(parts.in_flight)
     parts.routers.append(health.router)
+    parts.state["readiness"] = health.Readiness(settings.ready_cache_s, drain)
     parts.body = BodyLimit(settings.max_body_bytes, settings.body_read_timeout_s)
     parts.exception_handlers[RequestValidationError] = validation_error_handler
