@@ -80,6 +80,14 @@ TIMEOUT_REJECTION = Rejection(504, "request timed out")
 PROBE_PATHS = frozenset({"/health", "/ready", "/health/detailed", "/metrics"})
 
 
+class BodyReader(Protocol):
+    """Bounds the request body as the app reads it (size, read time); see body_limit.py."""
+
+    def wrap(self, scope: Scope, receive: Receive) -> Receive:
+        """The `receive` the app gets; called once per request, so it must be cheap."""
+        ...
+
+
 class HeaderSource(Protocol):
     """Adds headers to each response as it starts; must not block and must not raise."""
 
@@ -112,6 +120,7 @@ class Gate:
         guards: Sequence[Guard] = (),
         timer: Timer | None = None,
         header_sources: Sequence[HeaderSource] = (),
+        body: BodyReader | None = None,
     ) -> None:
         self.app = app
         self.request_ids = request_ids
@@ -120,6 +129,7 @@ class Gate:
         self.guards = tuple(guards)
         self.timer = timer
         self.header_sources = tuple(header_sources)
+        self.body = body
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -156,6 +166,8 @@ class Gate:
                     await rejection.send(send_with_headers)
                     return
                 admitted += 1
+            if self.body is not None:
+                receive = self.body.wrap(scope, receive)
             timer, expired = self.timer, False
             try:
                 if timer is not None:

@@ -2,8 +2,9 @@
 
 `/health` does no I/O and answers a pre-encoded body, so a slow database never gets a healthy
 process restarted and probes cost less than any real route; `/ready` checks every resource, so
-traffic only reaches replicas that can serve it; `/health/detailed` shows internals, so it is
-served only in dev, when made public, or to callers with the token.
+traffic only reaches replicas that can serve it (a check is reused for about a second, so a flood
+of probes is not a flood of database queries); `/health/detailed` shows internals, so it is served
+only in dev, when made public, or to callers with the token.
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ import logging
 import platform
 import secrets
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import psutil
 from fastapi import APIRouter, HTTPException, Request
@@ -22,6 +24,7 @@ from fastapi.responses import JSONResponse, Response
 from .. import __version__
 from ..lifespan import Resource
 from ..settings import Settings
+from ..shutdown import Drain
 
 logger = logging.getLogger(__name__)
 router = APIRouter(tags=["health"])
@@ -50,19 +53,80 @@ async def _check(resource: Resource) -> bool:
         return False
 
 
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """One readiness check of every resource, and when it began."""
+
+    began: float
+    draining: bool
+    checks: dict[str, str]
+
+    @property
+    def ready(self) -> bool:
+        return all(state == "ok" for state in self.checks.values())
+
+
+class Readiness:
+    """`/ready`'s answer, checked at most once per `max_age_s` by this process.
+
+    Contract:
+    - Clock: `time.monotonic()` unless given. An answer's age counts from when its check began,
+      so no probe is answered from a check that began more than `max_age_s` ago; 0 checks on
+      every probe.
+    - Probes arriving while a check runs wait for that check: one check, however many probes.
+    - The check runs in a task of its own: a probe that gives up does not cancel it for others.
+    - A shutdown starting (`Drain`) is never hidden: the drain state is part of the answer, and
+      an answer cached before it changed is not reused.
+    """
+
+    def __init__(
+        self, max_age_s: float, drain: Drain, *, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        if max_age_s < 0:
+            raise ValueError(f"max_age_s must not be negative, got {max_age_s}")
+        self.max_age_s = max_age_s
+        self._drain = drain
+        self._clock = clock
+        self._answer: Answer | None = None
+        self._pending: asyncio.Task[Answer] | None = None
+
+    async def answer(self, resources: Sequence[Resource]) -> Answer:
+        answer = self._answer
+        if (
+            answer is not None
+            and self._clock() - answer.began < self.max_age_s
+            and answer.draining == self._drain.draining
+        ):
+            return answer
+        if self._pending is None:
+            self._pending = asyncio.create_task(self._check(resources))
+        return await asyncio.shield(self._pending)
+
+    async def _check(self, resources: Sequence[Resource]) -> Answer:
+        try:
+            began, draining = self._clock(), self._drain.draining
+            results = await asyncio.gather(*(_check(resource) for resource in resources))
+            self._answer = Answer(
+                began,
+                draining,
+                {
+                    resource.name: "ok" if ok else "failing"
+                    for resource, ok in zip(resources, results, strict=True)
+                },
+            )
+            return self._answer
+        finally:
+            self._pending = None
+
+
 @router.get("/ready", response_model=None)
 async def ready(request: Request) -> JSONResponse:
-    """Readiness: every resource answers its check (run concurrently)."""
-    resources: Sequence[Resource] = request.app.state.resources
-    results = await asyncio.gather(*(_check(resource) for resource in resources))
-    checks = {
-        resource.name: "ok" if ok else "failing"
-        for resource, ok in zip(resources, results, strict=True)
-    }
-    ready = all(results)
+    """Readiness: every resource answers its check (run concurrently, reused briefly)."""
+    state = request.app.state
+    answer = await state.readiness.answer(state.resources)
     return JSONResponse(
-        {"status": "ready" if ready else "not ready", "checks": checks},
-        status_code=200 if ready else 503,
+        {"status": "ready" if answer.ready else "not ready", "checks": answer.checks},
+        status_code=200 if answer.ready else 503,
     )
 
 
