@@ -55,8 +55,11 @@ async def ready(request: Request) -> JSONResponse:
     """Readiness: every resource answers its check (run concurrently)."""
     resources: Sequence[Resource] = request.app.state.resources
     results = await asyncio.gather(*(_check(resource) for resource in resources))
+    # "degraded": serving, but on a fallback (Redis down: the cache and limits use memory).
     checks = {
-        resource.name: "ok" if ok else "failing"
+        resource.name: ("degraded" if getattr(resource, "degraded", False) else "ok")
+        if ok
+        else "failing"
         for resource, ok in zip(resources, results, strict=True)
     }
     ready = all(results)
