@@ -32,8 +32,8 @@ REDIS_BACK_S = 10.0
 @dataclass(frozen=True, slots=True)
 class RedisDown(Fault):
     async def run(self, ctx: Context) -> Result:
-        """Kill redis-server under load: limits count in memory, the cache serves L1, no 5xx; then start
-        it again and see the limits go back to it."""
+        """Kill redis-server under load: limits count in memory, the cache serves L1, no 5xx;
+        then start it again and see the limits go back to it."""
         assert ctx.item_path is not None
         result = Result(
             "redis-down", settings=shared_settings(ctx, RATE_LIMIT_DEFAULT=UNREACHED_LIMIT)
