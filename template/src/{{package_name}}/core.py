@@ -8,10 +8,22 @@ from fastapi.exceptions import RequestValidationError
 from .api import health
 from .api.validation import validation_error_handler
 from .body_limit import BodyLimit
+from .client_address import ClientAddress
 from .observability.access_log import AccessLog
+from .observability.request_id import RequestContext
 from .settings import Settings
 from .shutdown import Drain
 from .wiring import Parts
+
+# Browsers must take every answer as the type it declares, never sniff one into HTML or script.
+NOSNIFF = (b"x-content-type-options", b"nosniff")
+
+
+class SecurityHeaders:
+    """Header source adding `NOSNIFF` to every response: one list append, no per-request work."""
+
+    def add_headers(self, headers: list[tuple[bytes, bytes]], context: RequestContext) -> None:
+        headers.append(NOSNIFF)
 
 
 def wire(settings: Settings, parts: Parts) -> None:
@@ -24,6 +36,8 @@ def wire(settings: Settings, parts: Parts) -> None:
             slow_request_ms=settings.slow_request_ms,
         )
     )
+    parts.client_address = ClientAddress(settings.forwarded_allow_ips, settings.forwarded_header)
+    parts.header_sources.append(SecurityHeaders())
     parts.stats.append(parts.in_flight)
     parts.routers.append(health.router)
     parts.state["readiness"] = health.Readiness(settings.ready_cache_s, drain)

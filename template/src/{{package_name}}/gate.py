@@ -18,6 +18,7 @@ from typing import Protocol
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from .client_address import ClientAddress
 from .observability.in_flight import InFlight
 from .observability.request_id import HEADER as REQUEST_ID_HEADER
 from .observability.request_id import RequestContext, RequestIds
@@ -104,7 +105,7 @@ def route_template(scope: Scope) -> str:
 class Gate:
     """The service's one pure-ASGI middleware; `create_app` hands it what the features wired.
 
-    Per request, in order: assign the request id and count the request in flight; run the
+    Per request, in order: settle who the client is (`client_address.py`); assign the request id and count the request in flight; run the
     guards (skipped for probes), the first refusal answering instead of the app; arm the timer's
     deadline and call the app, turning our own deadline into a 504; answer an unhandled error as
     a JSON 500 that names the request id; then release the admitted guards and tell observers.
@@ -121,8 +122,10 @@ class Gate:
         timer: Timer | None = None,
         header_sources: Sequence[HeaderSource] = (),
         body: BodyReader | None = None,
+        client_address: ClientAddress | None = None,
     ) -> None:
         self.app = app
+        self.client_address = client_address
         self.request_ids = request_ids
         self.in_flight = in_flight if in_flight is not None else InFlight()
         self.observers = tuple(observers)
@@ -135,6 +138,8 @@ class Gate:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        if self.client_address is not None:
+            self.client_address.apply(scope)
 
         started_at = time.monotonic()
         context = self.request_ids.assign(scope, started_at)

@@ -14,6 +14,7 @@ from typing import TypeVar
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
+from .client_address import ClientAddress
 from .gate import BodyReader, Guard, HeaderSource, Observer, Timer
 from .lifespan import Resource
 from .observability.in_flight import InFlight
@@ -32,7 +33,8 @@ class Parts:
     resources: list[Resource] = field(default_factory=list)
     # In-process machinery the lifespan runs: reported by /health/detailed, not by /ready.
     internals: list[Resource] = field(default_factory=list)
-    # Run by the gate in this order before routing; probes skip them.
+    # Run by the gate in this order before routing; probes skip them. Cheapest refusal first:
+    # a guard that refuses without waiting comes before one that may hold a slot (main.FEATURES).
     guards: list[Guard] = field(default_factory=list)
     observers: list[Observer] = field(default_factory=list)
     header_sources: list[HeaderSource] = field(default_factory=list)
@@ -46,6 +48,8 @@ class Parts:
     # Set on `app.state` under these names, for routes and dependencies to reach.
     state: dict[str, object] = field(default_factory=dict)
     request_ids: RequestIds = field(default_factory=RequestIds)
+    # Who each request's client is (the trusted-proxy rule), applied by the gate first.
+    client_address: ClientAddress | None = None
     in_flight: InFlight = field(default_factory=InFlight)
 
     def find(self, kind: type[T]) -> T:

@@ -53,6 +53,13 @@ async def _check(resource: Resource) -> bool:
         return False
 
 
+def _state(resource: Resource, ok: bool) -> str:
+    """"degraded": serving, but on a fallback (Redis down: the cache and limits use memory)."""
+    if not ok:
+        return "failing"
+    return "degraded" if getattr(resource, "degraded", False) else "ok"
+
+
 @dataclass(frozen=True, slots=True)
 class Answer:
     """One readiness check of every resource, and when it began."""
@@ -63,7 +70,7 @@ class Answer:
 
     @property
     def ready(self) -> bool:
-        return all(state == "ok" for state in self.checks.values())
+        return all(state != "failing" for state in self.checks.values())
 
 
 class Readiness:
@@ -110,7 +117,7 @@ class Readiness:
                 began,
                 draining,
                 {
-                    resource.name: "ok" if ok else "failing"
+                    resource.name: _state(resource, ok)
                     for resource, ok in zip(resources, results, strict=True)
                 },
             )

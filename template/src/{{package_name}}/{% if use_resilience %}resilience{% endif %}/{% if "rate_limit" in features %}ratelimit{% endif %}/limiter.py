@@ -1,15 +1,21 @@
 """The rate limiter: the gate's guard for the default limit, and the store every limit counts in.
 
 Storage: in-process memory, or Redis (redis-py asyncio) when REDIS_URL is set, so replicas
-share their counts. Redis failing means fail open: the request is served, one log line per
-outage, `fail_open_total` counts the requests let through, and Redis is not asked again for
+share their counts. Redis failing means falling back to in-process counters: each worker then
+holds every client to the limit alone (so the limit still holds, per process), one log line
+per outage, the limiter reports itself degraded, and Redis is not asked again for
 `REDIS_RETRY_S`, so a dead Redis costs nothing per request (never a 500, never a blocked loop).
 Metrics (`families()`): refusals by the limit that refused them and its route template (`*`
-for the default limit, checked before routing), and the fail-open count.
+for the default limit, checked before routing), hits counted in memory for want of Redis, and
+whether the limiter is degraded now.
+The bucket is the client address the gate settled (`client_address.py`); IPv6 clients share
+one per network of `ipv6_prefix` bits, since one host owns a whole /64.
 """
 
 from __future__ import annotations
 
+import functools
+import ipaddress
 import logging
 import math
 import time
@@ -36,7 +42,6 @@ from starlette.types import Scope
 
 from ...gate import Rejection
 from ...observability.stats import Family
-from .client import ClientAddress
 from .windows import FixedWindowCounters
 
 logger = logging.getLogger(__name__)
@@ -74,15 +79,14 @@ class RateLimiter:
         strategy: StrategyName = "fixed-window",
         redis_url: str | None = None,
         redis_timeout_s: float = 0.1,
-        trusted_proxies: str = "127.0.0.1",
+        ipv6_prefix: int = 64,
     ) -> None:
         self.default = parse_limits(default) if default else []
-        # The bucket of a request: its client, as uvicorn's forwarded-header trust sees it.
-        self.client_address = ClientAddress(trusted_proxies).resolve
+        self.client_key = functools.lru_cache(maxsize=4096)(functools.partial(_bucket, ipv6_prefix))
         self._pool: redis.asyncio.ConnectionPool | None = None
-        storage: Storage
+        self._redis: Strategy | None = None
         if redis_url:
-            # No client-side retries: one bounded attempt, then fail open (see module doc).
+            # No client-side retries: one bounded attempt, then memory (see module doc).
             self._pool = redis.asyncio.ConnectionPool.from_url(
                 redis_url,
                 socket_timeout=redis_timeout_s,
@@ -95,22 +99,21 @@ class RateLimiter:
                 wrap_exceptions=True,
                 connection_pool=self._pool,  # type: ignore[arg-type]  # typed too narrowly by limits
             )
-        else:
-            storage = MemoryStorage()
+            self._redis = STRATEGIES[strategy](storage)
         self.backend = "redis" if redis_url else "memory"
         self.strategy_name = strategy
-        self._strategy = STRATEGIES[strategy](storage)
-        self._counters = (
-            FixedWindowCounters() if not redis_url and strategy == "fixed-window" else None
-        )
-        self._skip_storage_until = 0.0
-        self.fail_open_total = 0
+        # The memory backend, and Redis's stand-in while it is unreachable.
+        self._memory = STRATEGIES[strategy](MemoryStorage())
+        self._counters = FixedWindowCounters() if strategy == "fixed-window" else None
+        self._redis_retry_at = 0.0  # monotonic; non-zero while Redis is unreachable
+        self.fallback_total = 0
         # Refused requests by (limit, route template); limit is "default" or "route".
         self.limited: dict[tuple[str, str], int] = {}
 
     # -- guard ------------------------------------------------------------------
     async def admit(self, scope: Scope) -> Rejection | None:
-        client = self.client_address(scope)
+        peer = scope.get("client")
+        client = self.client_key(peer[0] if peer else "unknown")
         current_limiter.set((self, client, scope))
         for item in self.default:
             retry_after = await self._hit(item, ("client", client))
@@ -132,15 +135,20 @@ class RateLimiter:
             await self._pool.aclose()
 
     async def check(self) -> bool:
-        return True  # limits fail open, so they never make the service unready
+        return True  # limits fall back to memory, so they never make the service unready
+
+    @property
+    def degraded(self) -> bool:
+        """True while Redis is unreachable and counts are this process's alone."""
+        return self._redis_retry_at != 0.0
 
     def details(self) -> dict[str, object]:
         return {
             "backend": self.backend,
             "strategy": self.strategy_name,
             "default": [str(item) for item in self.default],
-            "storage_ok": time.monotonic() >= self._skip_storage_until,
-            "fail_open_total": self.fail_open_total,
+            "degraded": self.degraded,
+            "fallback_total": self.fallback_total,
             "limited_total": sum(self.limited.values()),
         }
 
@@ -156,36 +164,50 @@ class RateLimiter:
         )
         yield Family(
             "counter",
-            "rate_limit_fail_open_total",
-            "Requests let through unchecked because the rate-limit storage was unreachable.",
+            "rate_limit_fallback_total",
+            "Limit checks counted in process memory because Redis was unreachable.",
             ("backend",),
-            [((self.backend,), self.fail_open_total)],
+            [((self.backend,), self.fallback_total)],
+        )
+        yield Family(
+            "gauge",
+            "rate_limit_degraded",
+            "1 while Redis is unreachable and each process counts alone, else 0.",
+            (),
+            [((), int(self.degraded))],
         )
 
     # -- storage --------------------------------------------------------------------
     async def _hit(self, item: RateLimitItem, key: tuple[str, ...]) -> float | None:
         """Count one request; None when allowed, else the seconds until the window resets."""
-        if self._counters is not None:
-            return self._counters.hit(item, key)
-        if self._skip_storage_until and time.monotonic() < self._skip_storage_until:
-            self.fail_open_total += 1
-            return None
+        if self._redis is None:
+            return await self._hit_memory(item, key)
+        if self._redis_retry_at and time.monotonic() < self._redis_retry_at:
+            self.fallback_total += 1
+            return await self._hit_memory(item, key)
         try:
-            if await self._strategy.hit(item, *key):
-                if self._skip_storage_until:
-                    self._skip_storage_until = 0.0
-                    logger.warning("rate limit storage is back", extra={"backend": self.backend})
-                return None
-            stats = await self._strategy.get_window_stats(item, *key)
+            allowed = await self._redis.hit(item, *key)
+            stats = None if allowed else await self._redis.get_window_stats(item, *key)
         except StorageError as exc:
-            self.fail_open_total += 1
-            if not self._skip_storage_until:
+            self.fallback_total += 1
+            if not self._redis_retry_at:
                 logger.warning(
-                    "rate limit storage unreachable: failing open",
+                    "rate limit storage unreachable: counting in process memory",
                     extra={"backend": self.backend, "error": str(exc.storage_error)},
                 )
-            self._skip_storage_until = time.monotonic() + REDIS_RETRY_S
+            self._redis_retry_at = time.monotonic() + REDIS_RETRY_S
+            return await self._hit_memory(item, key)
+        if self._redis_retry_at:
+            self._redis_retry_at = 0.0
+            logger.warning("rate limit storage is back", extra={"backend": self.backend})
+        return None if stats is None else max(stats.reset_time - time.time(), 0.0)
+
+    async def _hit_memory(self, item: RateLimitItem, key: tuple[str, ...]) -> float | None:
+        if self._counters is not None:
+            return self._counters.hit(item, key)
+        if await self._memory.hit(item, *key):
             return None
+        stats = await self._memory.get_window_stats(item, *key)
         return max(stats.reset_time - time.time(), 0.0)
 
     def _count_limited(self, limit: str, route: str) -> None:
@@ -212,3 +234,13 @@ def _headers(item: RateLimitItem, retry_after_s: float) -> tuple[tuple[bytes, by
         (b"ratelimit-remaining", b"0"),
         (b"ratelimit-reset", seconds),
     )
+
+
+def _bucket(ipv6_prefix: int, address: str) -> str:
+    """An IPv4 address is its own bucket; an IPv6 one shares its network's (`2001:db8::/64`)."""
+    if ":" not in address:
+        return address
+    try:
+        return str(ipaddress.IPv6Network((address, ipv6_prefix), strict=False))
+    except ValueError:
+        return address  # not an address (a test client's name): its own bucket, as given

@@ -1,4 +1,4 @@
-"""The in-house fixed-window counters behind the default (memory, fixed-window) limits."""
+"""The in-house fixed-window counters: memory limits, and Redis's stand-in while it is down."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ PURGE_EVERY_S = 10.0
 
 
 class FixedWindowCounters:
-    """Fixed windows in a plain dict, for the default (memory, fixed-window) configuration.
+    """Fixed windows in a plain dict, for fixed-window limits counted in process memory.
 
     `limits`' MemoryStorage costs ~14-20 µs a hit here (a lock, an expiry task, several awaits)
     against a ~25 µs budget for the whole stack; this costs a dict lookup. Same

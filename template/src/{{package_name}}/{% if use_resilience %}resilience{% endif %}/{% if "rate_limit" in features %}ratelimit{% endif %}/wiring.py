@@ -1,4 +1,4 @@
-"""The rate_limit feature: the default limit as a guard, after load shedding."""
+"""The rate_limit feature: the default limit as a guard, before load shedding (main.FEATURES)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ def wire(settings: Settings, parts: Parts) -> None:
         strategy=settings.rate_limit_strategy,
         redis_url=settings.redis_url,
         redis_timeout_s=settings.rate_limit_redis_timeout_s,
-        trusted_proxies=settings.forwarded_allow_ips,
+        ipv6_prefix=settings.rate_limit_ipv6_prefix,
     )
     if settings.redis_url:  # the memory backend has nothing to open, close or check
         parts.resources.append(limiter)
