@@ -87,11 +87,14 @@ def _edit_like_a_user(project: Path) -> None:
 
 
 def _answers(repo: Path, ref: str, answer_set: str) -> dict[str, object]:
-    """No target or feature (`bare`), or every target and feature the version at `ref` offers."""
-    if answer_set == "bare":
-        return {"targets": [], "features": []}
+    """No target or feature (`bare`), or every target and feature the version at `ref` offers;
+    the Python that version defaults to, which an update keeps (a fresh copy must too)."""
     config = yaml.safe_load(git(repo, "show", f"{ref}:copier.yml"))
-    return {name: list(config[name]["choices"].values()) for name in ("targets", "features")}
+    python = {"python_version": config["python_version"]["default"]}
+    if answer_set == "bare":
+        return {"targets": [], "features": [], **python}
+    choices = {name: list(config[name]["choices"].values()) for name in ("targets", "features")}
+    return {**choices, **python}
 
 
 def _copy(repo: Path, dest: Path, answers: dict[str, object], ref: str) -> None:
