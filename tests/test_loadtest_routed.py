@@ -11,6 +11,7 @@ from fastapi.testclient import TestClient
 from test_loadtest import HAVE_LOAD_TOOLS, REPO_ROOT, quiet_console
 
 from generator.harness.apps import routed
+from generator.harness.load import report
 from generator.harness.load import routed as routed_scenarios
 from generator.harness.load.runner import run_loadtest
 from generator.harness.load.scenarios import SCENARIOS
@@ -130,6 +131,24 @@ def test_routed_is_judged_on_rps_cpu_and_p99_together(
     assert judged.met is met
     assert judged.target == "rps ratio ≥ 0.9; pair medians: CPU ≥ 0.95, p99 ≤ 1.2"
     assert SCENARIOS["routed-50"].verdict(entry).met is (ratio >= 1.2)
+
+
+def test_the_report_names_a_peer_baseline_under_its_scenario() -> None:
+    entry = {
+        "name": "routed-naive",
+        "rps": 700.0,
+        "baseline_rps": 100.0,
+        "ratio": 7.0,
+        "p50_ms": 1.0,
+        "baseline_p50_ms": 9.0,
+        "p99_ms": 2.0,
+        "baseline_p99_ms": 30.0,
+        "errors": 0,
+        "baseline": routed_scenarios.STACK_LABELS["naive"],
+    }
+    page = report.page({"scenarios": [entry]}, b"png")
+    assert "<td>routed-naive<br><small>vs naive stack: bare + 2 BaseHTTPMiddleware" in page
+    assert "<td>rps ratio ≥ 5</td><td class='met'>met</td>" in page
 
 
 @pytest.fixture(scope="session")

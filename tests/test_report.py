@@ -329,4 +329,4 @@ def test_all_with_a_report_on_a_rendered_sample(
     png_size((tmp_path / "report" / "report.png").read_bytes())
     page = (tmp_path / "report" / "index.html").read_text()
     for name in names:
-        assert f"<td>{name}</td>" in page
+        assert f"<td>{name}<" in page  # a peer scenario's cell goes on with its baseline's name
