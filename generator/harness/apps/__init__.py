@@ -15,3 +15,5 @@ BASELINE_DB = _HERE / "baseline_db.py"
 # The generated service plus a slow route, and bare FastAPI with the same route: overload.
 OVERLOAD_SERVICE = _HERE / "overload_service.py"
 OVERLOAD_BASELINE = _HERE / "overload_baseline.py"
+# The generated service plus a route that blocks its loop forever: the `hang` chaos scenario.
+HANG_SERVICE = _HERE / "hang_service.py"
