@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from .api import health
 from .observability.access_log import AccessLog
+from .observability.status import StatusLog
 from .settings import Settings
 from .shutdown import Drain
 from .wiring import Parts
@@ -19,4 +20,8 @@ def wire(settings: Settings, parts: Parts) -> None:
         )
     )
     parts.stats.append(parts.in_flight)
+    if settings.status_log_interval_s_effective:
+        parts.internals.append(
+            StatusLog(parts.counting, interval_s=settings.status_log_interval_s_effective)
+        )
     parts.routers.append(health.router)
