@@ -84,7 +84,7 @@ def _summed(histograms: Iterable[Histogram]) -> tuple[tuple[float, ...], list[in
 def summary(before: Snapshot, now: Snapshot) -> dict[str, object]:
     """The line's fields for the interval between two snapshots."""
     elapsed = max(now.at - before.at, 1e-9)
-    fields: dict[str, object] = {"interval_s": round(elapsed, 1)}
+    fields: dict[str, object] = {"interval_s": round(elapsed, 3)}
     if now.durations is not None:
         requests = now.requests - before.requests
         fields["requests"] = int(requests)
