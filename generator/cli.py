@@ -370,7 +370,8 @@ def chaos(
     scenario: Annotated[
         list[str] | None,
         typer.Option(
-            help="Fault to inject (repeatable): postgres-down, redis-down, sigterm, worker-kill."
+            help="Fault to inject (repeatable): postgres-down, redis-down, sigterm, "
+            "worker-kill, hang."
         ),
     ] = None,
     all_scenarios: Annotated[

@@ -46,9 +46,8 @@ def chaos(project: Path, scenarios: list[str], **options: Any) -> tuple[int, str
 def test_unknown_scenario_lists_the_known_ones(tmp_path: Path) -> None:
     code, printed = chaos(tmp_path, ["sigterm", "meteor"])
     assert code == 2
-    assert "unknown scenario meteor; known: postgres-down, redis-down, sigterm, worker-kill" in (
-        printed
-    )
+    known = "postgres-down, redis-down, sigterm, worker-kill, hang"
+    assert f"unknown scenario meteor; known: {known}" in printed
 
 
 def test_no_scenario_is_a_usage_error_and_all_runs_every_one(tmp_path: Path) -> None:
@@ -223,3 +222,41 @@ def test_every_scenario_meets_its_targets_on_the_full_sample(
     assert kill["errors"] <= kill["figures"]["killed_worker_connections"]
     assert kill["failures_after_kill"] == 0
     assert kill["replaced_s"] < 10.0
+
+    assert_hang_met_its_targets(by_name["hang"])
+
+
+def assert_hang_met_its_targets(hang: dict[str, Any]) -> None:
+    assert hang["watchdog_exit"] == 1, "the stuck worker was not ended by the loop watchdog"
+    assert hang["figures"]["watchdog_log"]["route"] == "/hang"
+    assert hang["replaced_s"] < hang["figures"]["watchdog_s"] + 5.0
+    assert hang["workers_after"] == 2
+    assert hang["errors"] <= hang["figures"]["stuck_worker_connections"]
+    assert hang["served_while_stuck"] >= 1
+    assert hang["failures_after_replacement"] == 0
+
+
+@pytest.fixture
+def monitored_sample(private_dir: Path) -> Path:
+    """The loop monitor alone (no database, no Redis): the smallest service `hang` runs on."""
+    if not HAVE_LOAD_TOOLS:
+        pytest.skip("needs wrk, taskset and uv")
+    import copier
+
+    dest = private_dir / "hang-svc"
+    data = {"project_slug": "hang-svc", "features": ["loop_monitor"], "targets": []}
+    copier.run_copy(str(REPO_ROOT), dest, data=data, defaults=True, vcs_ref="HEAD", quiet=True)
+    return dest
+
+
+@pytest.mark.slow
+@pytest.mark.load
+def test_a_hung_worker_is_replaced_and_the_other_keeps_serving(
+    monitored_sample: Path, tmp_path: Path
+) -> None:
+    json_path = tmp_path / "chaos.json"
+    code, printed = chaos(monitored_sample, ["hang"], connections=8, json_path=json_path)
+    print(printed)
+    assert code == 0, printed
+    [hang] = json.loads(json_path.read_text())["scenarios"]
+    assert_hang_met_its_targets(hang)

@@ -82,6 +82,24 @@ def test_exposure_check_reads_the_real_score(
 
 
 @pytest.mark.parametrize("answers", ANSWER_SETS)
+def test_workers_feed_the_watchdog_after_the_loop_monitor_would_act(
+    answers: str, deploy_sample: Callable[[str], Path]
+) -> None:
+    """systemd's watchdog is the backstop: a stuck worker ends itself first (status 70) and is
+    replaced alone; systemd restarts the service only when no worker's loop turns."""
+    root = deploy_sample(answers)
+    unit = directives(unit_of(root))
+    assert unit["Type"] == ["notify"]
+    assert unit["NotifyAccess"] == ["all"]  # the workers notify, not uvicorn's supervisor
+    watchdog_sec = int(unit["WatchdogSec"][0])
+    loop_watchdog = env_file(root).get("ORDERS_API_LOOP_WATCHDOG_S")
+    has_monitor = "loop_monitor" in deploy_answer_sets()[answers]["features"]  # type: ignore[operator]
+    assert (loop_watchdog is not None) == has_monitor
+    if loop_watchdog is not None:
+        assert 0 < float(loop_watchdog) < watchdog_sec
+
+
+@pytest.mark.parametrize("answers", ANSWER_SETS)
 def test_unit_restarts_on_failure_as_a_dynamic_user(
     answers: str, deploy_sample: Callable[[str], Path]
 ) -> None:

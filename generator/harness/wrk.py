@@ -141,10 +141,13 @@ def wrk_command(
     cpu: int,
     threads: int = 1,
     script: Path | None = None,
+    timeout_s: int | None = None,
 ) -> list[str]:
     """One wrk thread on one pinned core: the server gets the other core to itself.
 
     A Lua `script` that times each request needs one connection per thread (`threads`).
+    `timeout_s` replaces wrk's 2 s, past which it counts an unanswered request as an error
+    again every 2 s.
     """
     return [
         "taskset",
@@ -155,6 +158,7 @@ def wrk_command(
         f"-c{connections}",
         f"-d{duration_s}s",
         "--latency",
+        *(["--timeout", f"{timeout_s}s"] if timeout_s is not None else []),
         *(["-s", str(script)] if script is not None else []),
         url,
     ]

@@ -18,3 +18,5 @@ OVERLOAD_BASELINE = _HERE / "overload_baseline.py"
 # A JSON route among the generated service's routes, and bare FastAPI (or a peer stack) with
 # the same route table: the routed scenarios, one module for every side.
 ROUTED = _HERE / "routed.py"
+# The generated service plus a route that blocks its loop forever: the `hang` chaos scenario.
+HANG_SERVICE = _HERE / "hang_service.py"

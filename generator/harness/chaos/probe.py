@@ -144,9 +144,11 @@ async def probing(probe: Probe) -> AsyncIterator[Probe]:
 class BackgroundWrk:
     """wrk on a pinned core until `stop()`: SIGINT makes wrk stop and print its report."""
 
-    def __init__(self, url: str, *, connections: int, cpu: int) -> None:
+    def __init__(
+        self, url: str, *, connections: int, cpu: int, timeout_s: int | None = None
+    ) -> None:
         self.command = wrk.wrk_command(
-            url, duration_s=_WRK_BOUND_S, connections=connections, cpu=cpu
+            url, duration_s=_WRK_BOUND_S, connections=connections, cpu=cpu, timeout_s=timeout_s
         )
         self._process: asyncio.subprocess.Process | None = None
         self.result: wrk.WrkResult | None = None

@@ -11,6 +11,7 @@ from .body_limit import BodyLimit
 from .client_address import ClientAddress
 from .observability.access_log import AccessLog
 from .observability.request_id import RequestContext
+from .observability.status import StatusLog
 from .settings import Settings
 from .shutdown import Drain
 from .wiring import Parts
@@ -39,6 +40,10 @@ def wire(settings: Settings, parts: Parts) -> None:
     parts.client_address = ClientAddress(settings.forwarded_allow_ips, settings.forwarded_header)
     parts.header_sources.append(SecurityHeaders())
     parts.stats.append(parts.in_flight)
+    if settings.status_log_interval_s_effective:
+        parts.internals.append(
+            StatusLog(parts.counting, interval_s=settings.status_log_interval_s_effective)
+        )
     parts.routers.append(health.router)
     parts.state["readiness"] = health.Readiness(settings.ready_cache_s, drain)
     parts.body = BodyLimit(settings.max_body_bytes, settings.body_read_timeout_s)

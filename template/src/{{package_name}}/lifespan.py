@@ -16,6 +16,8 @@ from typing import Protocol
 
 from fastapi import FastAPI
 
+from .observability.systemd import start_heartbeat
+
 logger = logging.getLogger(__name__)
 
 
@@ -98,9 +100,12 @@ def build_lifespan(
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         await start_all(resources)
         freeze_startup_objects()
+        heartbeat = start_heartbeat()  # systemd: ready now, watchdog fed while the loop turns
         try:
             yield
         finally:
+            if heartbeat is not None:
+                heartbeat.stop()
             await stop_all(resources)
 
     return lifespan

@@ -57,6 +57,7 @@ class Cache:
 
     def __init__(self, settings: Settings, redis: RedisClient) -> None:
         self.default_ttl_s = settings.cache_default_ttl_s
+        self.l2_ttl_s = settings.cache_l2_ttl_s
         self._jitter = settings.cache_ttl_jitter
         self._l1 = L1(
             max_entries=settings.cache_l1_max_entries, max_stale_s=settings.cache_max_stale_s
@@ -149,7 +150,7 @@ class Cache:
         value, ttl_left = await self._l2.get(key)
         if value is not MISSING and ttl_left > 0:
             self.stats.hits_l2 += 1
-            self._l1.set(key, value, ttl_left)
+            self._l1.set(key, value, self._l1_ttl(ttl_left, None))
             return value
         if entry is not None and not self._l2.available:
             self.stats.stale_served += 1
@@ -163,7 +164,8 @@ class Cache:
             return
         ttl_s = self._jittered(ttl)
         self._l1.set(key, value, ttl_s)
-        await self._l2.set(key, value, ttl_s)
+        l2_ttl_s = ttl_s if self.l2_ttl_s is None else self._jittered(self.l2_ttl_s)
+        await self._l2.set(key, value, l2_ttl_s)
 
     async def invalidate(self, key: str) -> None:
         """Forget `key` here and in Redis (remembered and replayed if Redis is down)."""
@@ -214,7 +216,7 @@ class Cache:
         value, ttl_left = await self._l2.get(key)
         if value is not MISSING and ttl_left > 0:
             self.stats.hits_l2 += 1
-            self._l1.set(key, value, ttl_left)
+            self._l1.set(key, value, self._l1_ttl(ttl_left, ttl))
             return cast(T, value)
         self.stats.misses += 1
         try:
@@ -238,6 +240,13 @@ class Cache:
         self._superseded.discard(flight)
         if not flight.cancelled():
             flight.exception()  # retrieved: every waiter may have been cancelled meanwhile
+
+    def _l1_ttl(self, l2_ttl_left: float, ttl: float | None) -> float:
+        """An L1 copy of an L2 value: never past the L2 entry, nor past L1's own TTL when L2
+        keeps values longer (another replica's invalidation reaches L1 only by expiry)."""
+        if self.l2_ttl_s is None:
+            return l2_ttl_left
+        return min(l2_ttl_left, self.default_ttl_s if ttl is None else ttl)
 
     def _jittered(self, ttl: float | None) -> float:
         ttl_s = self.default_ttl_s if ttl is None else ttl

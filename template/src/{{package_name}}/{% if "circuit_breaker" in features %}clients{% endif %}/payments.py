@@ -48,6 +48,7 @@ class PaymentsClient:
             "payments",
             failure_threshold=settings.payments_failure_threshold,
             recovery_s=settings.payments_recovery_s,
+            success_threshold=settings.payments_success_threshold,
             is_failure=_is_failure,
         )
 
