@@ -14,7 +14,7 @@ from typing import TypeVar
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from .gate import Guard, HeaderSource, Observer, Timer
+from .gate import Guard, HeaderSource, Observer, Timer, Tracer
 from .lifespan import Resource
 from .observability.in_flight import InFlight
 from .observability.request_id import RequestIds
@@ -37,6 +37,8 @@ class Parts:
     observers: list[Observer] = field(default_factory=list)
     header_sources: list[HeaderSource] = field(default_factory=list)
     timer: Timer | None = None
+    # Opens each request's server span (the tracing feature), or none.
+    tracer: Tracer | None = None
     # Counting parts that are none of the above (the in-flight gauge, build info).
     stats: list[StatsSource] = field(default_factory=list)
     routers: list[APIRouter] = field(default_factory=list)
