@@ -53,13 +53,13 @@ def _set(*names: str) -> bool:
     return any(os.environ.get(name) for name in names)
 
 
-def otlp_endpoint(settings: Settings) -> str:
+def otlp_endpoint(configured: str) -> str:
     """Where spans go: the OTEL_* variable when set (the base one gets the signal's path)."""
     if traces := os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"):
         return traces
     if base := os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT"):
         return base.rstrip("/") + "/v1/traces"
-    return settings.tracing_otlp_endpoint
+    return configured
 
 
 class SpanCounts:
@@ -139,46 +139,72 @@ class TracingPipeline:
     name = "tracing"
     _current: TracingPipeline | None = None
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(
+        self,
+        *,
+        service_name: str,
+        sample_ratio: float,
+        endpoint: str,
+        export_timeout_s: float,
+        export_interval_s: float,
+        max_queue_size: int,
+    ) -> None:
         self.counts = SpanCounts()
-        self._flush_timeout_s = settings.tracing_export_timeout_s
-        self._sampler_name = os.environ.get("OTEL_TRACES_SAMPLER") or (
-            f"parentbased_traceidratio {settings.tracing_sample_ratio}"
+        self._flush_timeout_s = export_timeout_s
+        self.sampler_name = os.environ.get("OTEL_TRACES_SAMPLER") or (
+            f"parentbased_traceidratio {sample_ratio}"
         )
-        self.endpoint = otlp_endpoint(settings)
+        self.endpoint = otlp_endpoint(endpoint)
         exporter = OTLPSpanExporter(
             endpoint=self.endpoint,
             timeout=None
             if _set("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", "OTEL_EXPORTER_OTLP_TIMEOUT")
-            else settings.tracing_export_timeout_s,
+            else export_timeout_s,
         )
         processor = _BoundedBatchProcessor(
             _CountingExporter(exporter, self.counts),
             self.counts,
-            max_queue_size=int(
-                os.environ.get("OTEL_BSP_MAX_QUEUE_SIZE") or settings.tracing_max_queue_size
-            ),
+            max_queue_size=int(os.environ.get("OTEL_BSP_MAX_QUEUE_SIZE") or max_queue_size),
             schedule_delay_millis=None
             if _set("OTEL_BSP_SCHEDULE_DELAY")
-            else settings.tracing_export_interval_s * 1000,
+            else export_interval_s * 1000,
         )
         self.provider = TracerProvider(
             sampler=None
             if _set("OTEL_TRACES_SAMPLER")
-            else ParentBased(TraceIdRatioBased(settings.tracing_sample_ratio)),
+            else ParentBased(TraceIdRatioBased(sample_ratio)),
             resource=Resource.create(
-                {} if _set("OTEL_SERVICE_NAME") else {"service.name": settings.service_name}
+                {} if _set("OTEL_SERVICE_NAME") else {"service.name": service_name}
             ),
         )
         self.provider.add_span_processor(processor)
 
     @classmethod
+    def from_settings(cls, settings: Settings) -> TracingPipeline:
+        return cls(
+            service_name=settings.service_name,
+            sample_ratio=settings.tracing_sample_ratio,
+            endpoint=settings.tracing_otlp_endpoint,
+            export_timeout_s=settings.tracing_export_timeout_s,
+            export_interval_s=settings.tracing_export_interval_s,
+            max_queue_size=settings.tracing_max_queue_size,
+        )
+
+    @classmethod
     def for_process(cls, settings: Settings) -> TracingPipeline:
-        """The process's pipeline, made and set as the global provider by the first app."""
-        if cls._current is None:
-            cls._current = cls(settings)
-            trace.set_tracer_provider(cls._current.provider)
-        return cls._current
+        """The process's pipeline: made from the first app's settings unless installed."""
+        current = cls._current
+        if current is None:
+            current = cls.from_settings(settings)
+            cls.install(current)
+        return current
+
+    @classmethod
+    def install(cls, pipeline: TracingPipeline) -> None:
+        """Make `pipeline` the process's, its provider the global one (tests install theirs
+        before any app is built)."""
+        cls._current = pipeline
+        trace.set_tracer_provider(pipeline.provider)
 
     def tracer(self, name: str) -> trace.Tracer:
         return self.provider.get_tracer(name)
@@ -201,7 +227,7 @@ class TracingPipeline:
         counts = self.counts
         return {
             "endpoint": self.endpoint,
-            "sampler": self._sampler_name,
+            "sampler": self.sampler_name,
             "exported": counts.exported,
             "waiting": counts.waiting,
             "dropped": {"queue_full": counts.queue_full, "export_failed": counts.export_failed},
