@@ -200,11 +200,12 @@ class TracingPipeline:
         return current
 
     @classmethod
-    def install(cls, pipeline: TracingPipeline) -> None:
-        """Make `pipeline` the process's, its provider the global one (tests install theirs
-        before any app is built)."""
+    def install(cls, pipeline: TracingPipeline, *, make_global: bool = True) -> None:
+        """Make `pipeline` the process's, and its provider the global one unless told not to
+        (tests install theirs before any app is built)."""
         cls._current = pipeline
-        trace.set_tracer_provider(pipeline.provider)
+        if make_global:
+            trace.set_tracer_provider(pipeline.provider)
 
     def tracer(self, name: str) -> trace.Tracer:
         return self.provider.get_tracer(name)
