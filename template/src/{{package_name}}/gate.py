@@ -75,6 +75,19 @@ class Timer(Protocol):
         ...
 
 
+class Tracer(Protocol):
+    """Opens each request's server span, current in the request's task while it runs."""
+
+    def start(self, scope: Scope, context: RequestContext) -> None:
+        """Open the span (a caller's `traceparent` as its parent) and make it current."""
+        ...
+
+    def end(self, scope: Scope, status: int) -> None:
+        """Name the current span after the route template, record the status, end it; must
+        not raise."""
+        ...
+
+
 TIMEOUT_REJECTION = Rejection(504, "request timed out")
 # Probes and scrapes: guards never see them, so never refuse or count them (a shed /ready
 # would pull a healthy replica out of rotation under load).
@@ -123,6 +136,7 @@ class Gate:
         header_sources: Sequence[HeaderSource] = (),
         body: BodyReader | None = None,
         client_address: ClientAddress | None = None,
+        tracer: Tracer | None = None,
     ) -> None:
         self.app = app
         self.client_address = client_address
@@ -133,6 +147,7 @@ class Gate:
         self.timer = timer
         self.header_sources = tuple(header_sources)
         self.body = body
+        self.tracer = tracer
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -143,6 +158,9 @@ class Gate:
 
         started_at = time.monotonic()
         context = self.request_ids.assign(scope, started_at)
+        tracer = self.tracer
+        if tracer is not None:
+            tracer.start(scope, context)
         in_flight = self.in_flight
         in_flight.count += 1
         request_id = context.request_id
@@ -202,6 +220,8 @@ class Gate:
         finally:
             for guard in guards[:admitted]:
                 guard.release(scope)
+            if tracer is not None:
+                tracer.end(scope, status or 500)
             duration_s = time.monotonic() - started_at
             in_flight.count -= 1
             if self.observers:

@@ -15,7 +15,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from .client_address import ClientAddress
-from .gate import BodyReader, Guard, HeaderSource, Observer, Timer
+from .gate import BodyReader, Guard, HeaderSource, Observer, Timer, Tracer
 from .lifespan import Resource
 from .observability.in_flight import InFlight
 from .observability.request_id import RequestIds
@@ -41,6 +41,8 @@ class Parts:
     timer: Timer | None = None
     # Bounds each request body as the app reads it (core wires body_limit.py's).
     body: BodyReader | None = None
+    # Opens each request's server span (the tracing feature), or none.
+    tracer: Tracer | None = None
     # Counting parts that are none of the above (the in-flight gauge, build info).
     stats: list[StatsSource] = field(default_factory=list)
     routers: list[APIRouter] = field(default_factory=list)
