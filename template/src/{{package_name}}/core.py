@@ -1,5 +1,5 @@
 """The parts every service has, whatever its features: drain, request ids, access log, health,
-bounded request bodies and bounded 422 answers."""
+bounded request headers and bodies and bounded 422 answers."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from .api import health
 from .api.validation import validation_error_handler
 from .body_limit import BodyLimit
 from .client_address import ClientAddress
+from .header_limit import HeaderLimit
 from .observability.access_log import AccessLog
 from .observability.request_id import RequestContext
 from .observability.status import StatusLog
@@ -46,5 +47,7 @@ def wire(settings: Settings, parts: Parts) -> None:
         )
     parts.routers.append(health.router)
     parts.state["readiness"] = health.Readiness(settings.ready_cache_s, drain)
+    # First guard: the cheapest refusal, before any feature's guard counts the request.
+    parts.guards.append(HeaderLimit(settings.max_header_bytes))
     parts.body = BodyLimit(settings.max_body_bytes, settings.body_read_timeout_s)
     parts.exception_handlers[RequestValidationError] = validation_error_handler

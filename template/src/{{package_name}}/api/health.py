@@ -54,7 +54,7 @@ async def _check(resource: Resource) -> bool:
 
 
 def _state(resource: Resource, ok: bool) -> str:
-    """"degraded": serving, but on a fallback (Redis down: the cache and limits use memory)."""
+    """The check's state; "degraded" is serving on a fallback (Redis down: memory instead)."""
     if not ok:
         return "failing"
     return "degraded" if getattr(resource, "degraded", False) else "ok"
