@@ -118,10 +118,12 @@ def route_template(scope: Scope) -> str:
 class Gate:
     """The service's one pure-ASGI middleware; `create_app` hands it what the features wired.
 
-    Per request, in order: settle who the client is (`client_address.py`); assign the request id and count the request in flight; run the
-    guards (skipped for probes), the first refusal answering instead of the app; arm the timer's
-    deadline and call the app, turning our own deadline into a 504; answer an unhandled error as
-    a JSON 500 that names the request id; then release the admitted guards and tell observers.
+    Per request, in order: settle who the client is (`client_address.py`); assign the request
+    id, open its span (with a tracer) and count the request in flight; run the guards (skipped
+    for probes), the first refusal answering instead of the app; hand the app a body reader
+    that bounds the body (`body_limit.py`); arm the timer's deadline and call the app, turning
+    our own deadline into a 504; answer an unhandled error as a JSON 500 that names the request
+    id; then release the admitted guards, end the span and tell observers.
     """
 
     def __init__(
