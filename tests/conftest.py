@@ -1,14 +1,30 @@
 """Shared test fixtures: where the template lives and a fresh directory to render into."""
 
+import fcntl
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
 # Found from this file, not from the generator package, so the tests check its own lookup.
 REPO_ROOT = Path(__file__).resolve().parent.parent
+# Held by every test that loads the machine for real, and by `make bench`, so load runs never
+# overlap; a test holding it must not run under an outer `flock` on the same file.
+LOAD_LOCK = Path("/tmp/bulwark-load.lock")
+
+
+@contextmanager
+def holding_load_lock() -> Iterator[None]:
+    """Wait until no other load run holds `LOAD_LOCK`, then hold it."""
+    with LOAD_LOCK.open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def pytest_configure(config: pytest.Config) -> None:

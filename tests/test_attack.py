@@ -4,12 +4,12 @@ usage errors, and every attack end to end against a real rendered `full` sample.
 from __future__ import annotations
 
 import asyncio
-import fcntl
 import json
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from conftest import REPO_ROOT, holding_load_lock
 from test_loadtest import HAVE_LOAD_TOOLS, quiet_console
 
 from generator.cli import main
@@ -33,8 +33,6 @@ from generator.harness.chaos.probe import Sample
 from generator.harness.chaos.scenario import Result
 from generator.harness.project import Project
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-LOAD_LOCK = Path("/tmp/bulwark-load.lock")
 LIMIT = 5
 
 
@@ -288,12 +286,8 @@ def attack_sample(private_dir: Path) -> Path:
 @pytest.fixture
 def load_lock() -> Iterator[None]:
     """No other load test runs meanwhile (run this test without an outer `flock` on it)."""
-    with LOAD_LOCK.open("a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+    with holding_load_lock():
+        yield
 
 
 # Open: legitimate p99 behind nginx during the invalid-JSON flood (0.6-1.8 s here against

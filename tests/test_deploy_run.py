@@ -2,10 +2,9 @@
 (2 workers): a worker killed under load costs only the requests it had in flight, and workers
 recycled by max-requests cost none. Also runs the project's own `make manifests-check`.
 
-Load runs hold /tmp/bulwark-bench.lock, so they never overlap another load test.
+Load runs hold the load lock (conftest), so they never overlap another load test.
 """
 
-import fcntl
 import io
 import json
 import os
@@ -15,12 +14,11 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import copier
 import pytest
-from conftest import DEPLOY_SLUG, REPO_ROOT
+from conftest import DEPLOY_SLUG, REPO_ROOT, holding_load_lock
 from rich.console import Console
 
 from generator.harness import nginx, servers, wrk
@@ -35,7 +33,6 @@ pytestmark = [
         reason="needs wrk, taskset, uv and nginx (.ci/bootstrap installs them)",
     ),
 ]
-BENCH_LOCK = Path("/tmp/bulwark-bench.lock")
 SERVER_CPU, WRK_CPU = 0, 1
 
 
@@ -64,16 +61,6 @@ def _rendered(root: Path) -> proj.Project:
 def database(project: proj.Project) -> Iterator[dict[str, str]]:
     with proj.database(project) as extra:
         yield extra
-
-
-@contextmanager
-def bench_lock() -> Iterator[None]:
-    with BENCH_LOCK.open("a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def workers_of(master: int) -> list[int]:
@@ -117,7 +104,7 @@ def test_killing_a_worker_under_load_loses_only_its_in_flight_requests(
     killed: dict[str, int] = {}
 
     with (
-        bench_lock(),
+        holding_load_lock(),
         servers.service(project, database, workers=2) as server,
         nginx.front(project.root, server, cpu=SERVER_CPU) as proxied,
     ):
@@ -168,7 +155,7 @@ def test_recycled_workers_lose_at_most_a_racing_request_each(
     log = project.root / "recycle.log"
     command = ["taskset", "-c", str(SERVER_CPU), str(project.python), "-m", "orders_api"]
     with (
-        bench_lock(),
+        holding_load_lock(),
         servers.spawn("service", command, port=port, log=log, cwd=project.root, env=env) as server,
     ):
         first = set(wait_for_workers(server.process.pid, 2))
@@ -193,7 +180,7 @@ def test_loadtest_nginx_scenario_reports_through_nginx(
     """`bulwark loadtest --scenario nginx`: both sides behind the project's nginx, 2 workers."""
     out = io.StringIO()
     report_path = tmp_path / "nginx.json"
-    with bench_lock():
+    with holding_load_lock():
         code = run_loadtest(
             project.root,
             ["nginx"],
