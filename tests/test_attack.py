@@ -30,8 +30,8 @@ from generator.harness.abuse.scenario import (
 from generator.harness.abuse.scenarios import SCENARIOS
 from generator.harness.abuse.service import deploy_settings, parse_metrics
 from generator.harness.chaos.probe import Sample
-from generator.harness.chaos.scenario import Result
 from generator.harness.project import Project
+from generator.harness.suite import Result
 
 LIMIT = 5
 

@@ -24,8 +24,8 @@ from generator.harness.abuse.scenario import (
     statuses,
 )
 from generator.harness.abuse.service import fronted, port_of, under_attack, watched
-from generator.harness.chaos.scenario import Result
 from generator.harness.servers import RunningServer
+from generator.harness.suite import Result
 
 _JSON = [("Content-Type", "application/json")]
 BIG = 4 * 1024 * 1024

@@ -10,10 +10,8 @@ target is met, 1 when one is missed or a run fails, 2 on a usage error, 130 when
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from collections.abc import Sequence
-from contextlib import ExitStack
 from itertools import groupby
 from pathlib import Path
 from typing import Any
@@ -25,10 +23,9 @@ from generator.harness import machine, nginx, project, servers
 from generator.harness.abuse.scenario import LOOP_BOUNDS_S, Context
 from generator.harness.abuse.scenarios import SCENARIOS
 from generator.harness.chaos.infra import serve_module
-from generator.harness.chaos.runner import results_table
-from generator.harness.chaos.scenario import Result
 from generator.harness.machine import WRK_CPU, UsageError
 from generator.harness.servers import SERVER_CPU
+from generator.harness.suite import Result, run_suite, stage
 
 
 def run_attack(
@@ -53,9 +50,8 @@ def run_attack(
         return 2
     for reason in skipped:
         console.print(f"[yellow]skipped:[/] {escape(reason)}")
-    log_dir = None if json_path is None else json_path.with_suffix(".logs")
-    try:
-        found, results = _run(
+    return run_suite(
+        lambda log_dir: _run(
             loaded,
             names,
             console,
@@ -64,21 +60,14 @@ def run_attack(
             window_s=window_s,
             loop_bound_s=loop_bound_s,
             log_dir=log_dir,
-        )
-    except (project.ServiceError, nginx.NginxError, OSError) as exc:
-        console.print(f"[red]error:[/] {escape(str(exc))}")
-        return 1
-    except KeyboardInterrupt:
-        console.print("[yellow]interrupted[/]: every server was stopped")
-        return 130
-    console.print(results_table(results, "bulwark attack"))
-    console.print(
-        f"service (`python -m {loaded.package_name}`) on CPU {SERVER_CPU}, nginx and the attackers "
-        f"on CPU {WRK_CPU}; limit {limit}/minute, {window_s:g} s per attack phase"
-    )
-    if json_path is not None:
-        report = {
-            "machine": found,
+        ),
+        errors=(project.ServiceError, nginx.NginxError, OSError),
+        title="bulwark attack",
+        summary=(
+            f"service (`python -m {loaded.package_name}`) on CPU {SERVER_CPU}, nginx and the "
+            f"attackers on CPU {WRK_CPU}; limit {limit}/minute, {window_s:g} s per attack phase"
+        ),
+        about={
             "protocol": {
                 "limit_per_minute": limit,
                 "p99_factor": p99_factor,
@@ -88,16 +77,10 @@ def run_attack(
                 "attacker_cpu": WRK_CPU,
             },
             "skipped": skipped,
-            "scenarios": [result.report() for result in results],
-        }
-        json_path.parent.mkdir(parents=True, exist_ok=True)
-        json_path.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-        console.print(f"wrote {escape(str(json_path))}; server output in {escape(str(log_dir))}")
-    missed = [result.name for result in results if not result.passed]
-    if missed:
-        console.print(f"[red]targets missed:[/] {', '.join(missed)}")
-        return 1
-    return 0
+        },
+        json_path=json_path,
+        console=console,
+    )
 
 
 def _settings(name: str, context: Context) -> tuple[tuple[str, str], ...]:
@@ -118,8 +101,7 @@ def _attack(
     took_s = time.monotonic() - started
     result.settings = settings
     result.figures["took_s"] = round(took_s, 1)
-    mark = "[green]passed[/]" if result.passed else "[red]missed a target[/]"
-    console.print(f"{name}: {mark} ({took_s:.1f} s)")
+    console.print(f"{name}: {result.mark} ({took_s:.1f} s)")
     return result
 
 
@@ -170,19 +152,13 @@ def _run(
     loop_bound_s: float,
     log_dir: Path | None,
 ) -> tuple[dict[str, Any], list[Result]]:
-    machine.ensure_environment(loaded, console)
     results = []
-    with ExitStack() as stack:
-        with console.status("reading versions; starting and migrating the database"):
-            found = machine.info(loaded)
-            db_env = stack.enter_context(project.database(loaded))
-            item_path = f"/items/{project.seed_item(loaded, db_env)}"
-        console.print(machine.line(found))
-        stack.enter_context(machine.on_wrk_core())
+    with stage(loaded, console) as ready:
+        assert ready.item_path is not None  # _check_usage refused a project without postgres
         context = Context(
             project=loaded,
-            db_env=db_env,
-            item_path=item_path,
+            db_env=ready.db_env,
+            item_path=ready.item_path,
             limit=limit,
             p99_factor=p99_factor,
             window_s=window_s,
@@ -192,8 +168,8 @@ def _run(
         for settings, group in groupby(names, key=lambda name: _settings(name, context)):
             together = list(group)
             log = context.log("+".join(together))
-            with serve_module(loaded, dict(settings), db_env, keep_log=log) as server:
+            with serve_module(loaded, dict(settings), ready.db_env, keep_log=log) as server:
                 for name in together:
                     results.append(_attack(name, context, server, dict(settings), console))
                     server.check_alive()
-    return found, results
+    return ready.machine, results

@@ -15,9 +15,9 @@ from pathlib import Path
 
 from generator.harness.abuse.wire import Answer
 from generator.harness.chaos.probe import Sample, percentile
-from generator.harness.chaos.scenario import Result
 from generator.harness.project import Project
 from generator.harness.servers import RunningServer
+from generator.harness.suite import Result
 
 # Where each deployment target's files are; an attack on a config needs the config rendered.
 TARGET_DIRS = {"nginx": "deploy/nginx", "kubernetes": "deploy/k8s", "systemd": "deploy/systemd"}

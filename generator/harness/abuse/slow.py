@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from generator.harness.abuse import wire
 from generator.harness.abuse.scenario import Attack, Context, check_legit, check_loop
 from generator.harness.abuse.service import fronted, port_of, under_attack, watched
-from generator.harness.chaos.scenario import Result
 from generator.harness.servers import RunningServer
+from generator.harness.suite import Result
 
 # Slow connections, the count the target is set for.
 CONNECTIONS = 200

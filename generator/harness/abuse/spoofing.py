@@ -21,8 +21,8 @@ from generator.harness.abuse.scenario import (
     count_spoof,
 )
 from generator.harness.abuse.service import deploy_settings, fronted, port_of
-from generator.harness.chaos.scenario import Result
 from generator.harness.servers import RunningServer
+from generator.harness.suite import Result
 
 Headers = Callable[[int], list[tuple[str, str]]]
 

@@ -24,7 +24,6 @@ from generator.harness.chaos.scenario import (
     WARM_S,
     Context,
     Fault,
-    Result,
     clock,
     load_path,
     shared_settings,
@@ -32,6 +31,7 @@ from generator.harness.chaos.scenario import (
 )
 from generator.harness.machine import WRK_CPU
 from generator.harness.project import ServiceError
+from generator.harness.suite import Result
 
 # The service's LOOP_WATCHDOG_S in this run: shorter than the production 10 s so the scenario
 # takes seconds; the path (detection, stacks, exit, replacement) is the same.

@@ -12,7 +12,6 @@ from generator.harness.chaos.scenario import (
     WARM_S,
     Context,
     Fault,
-    Result,
     clock,
     detailed,
     latencies,
@@ -20,6 +19,7 @@ from generator.harness.chaos.scenario import (
     wrk_figures,
 )
 from generator.harness.machine import WRK_CPU
+from generator.harness.suite import Result
 
 # The request deadline the service runs with, shorter than the outage so that a request
 # waiting on the dead database would show as one that outlived it.

@@ -13,7 +13,6 @@ from generator.harness.chaos.scenario import (
     WARM_S,
     Context,
     Fault,
-    Result,
     clock,
     detailed,
     latencies,
@@ -22,6 +21,7 @@ from generator.harness.chaos.scenario import (
     wrk_figures,
 )
 from generator.harness.machine import WRK_CPU
+from generator.harness.suite import Result
 
 # A rate limit far above what one wrk client sends: every request goes through Redis.
 UNREACHED_LIMIT = "100000000/minute"

@@ -3,7 +3,8 @@
 A `Fault` owns its usage check (`unavailable`), its run (`run`: start the service afresh,
 load it with wrk on the other core, probe it with its own lanes (probe.py), inject the fault on
 the scenario's clock) and its targets: the `Check`s of its `Result` (a figure, its target,
-passed or not), plus figures for information. The runner only iterates.
+passed or not: `generator/harness/suite.py`), plus figures for information. The runner only
+iterates.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import asyncio
 import os
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +21,9 @@ import httpx
 
 from generator.harness import servers, wrk
 from generator.harness.chaos.infra import REDIS_INSTALL_HINT
-from generator.harness.chaos.probe import Sample, timeline
+from generator.harness.chaos.probe import Sample
 from generator.harness.project import Project
+from generator.harness.suite import Result
 
 # Load before the fault, so the figures start from a warm, steady service.
 WARM_S = 2.0
@@ -29,18 +31,6 @@ WARM_S = 2.0
 DOWN_503_MS = 50.0
 # Good answers in a row that count as recovered / as a replaced worker serving.
 STEADY_S = 1.0
-
-
-@dataclass(frozen=True, slots=True)
-class Check:
-    """One figure against its target."""
-
-    key: str
-    label: str
-    value: float
-    unit: str
-    target: str
-    passed: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,54 +53,6 @@ class Context:
 
     def log(self, scenario: str) -> Path | None:
         return None if self.log_dir is None else self.log_dir / f"{scenario}.log"
-
-
-@dataclass
-class Result:
-    name: str
-    checks: list[Check] = field(default_factory=list)
-    figures: dict[str, Any] = field(default_factory=dict)
-    settings: dict[str, str] = field(default_factory=dict)
-    events: list[tuple[float, str]] = field(default_factory=list)
-    samples: list[Sample] = field(default_factory=list)
-
-    @property
-    def passed(self) -> bool:
-        return all(check.passed for check in self.checks)
-
-    def below(self, key: str, label: str, value: float, limit: float, unit: str) -> None:
-        self.checks.append(Check(key, label, value, unit, f"< {limit:g}", value < limit))
-
-    def at_most(self, key: str, label: str, value: float, limit: float, unit: str = "") -> None:
-        self.checks.append(Check(key, label, value, unit, f"<= {limit:g}", value <= limit))
-
-    def at_least(self, key: str, label: str, value: float, limit: float, unit: str = "") -> None:
-        self.checks.append(Check(key, label, value, unit, f">= {limit:g}", value >= limit))
-
-    def equal(self, key: str, label: str, value: float, wanted: float, unit: str = "") -> None:
-        self.checks.append(Check(key, label, value, unit, f"= {wanted:g}", value == wanted))
-
-    def report(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "passed": self.passed,
-            "checks": [
-                {
-                    "key": c.key,
-                    "figure": c.label,
-                    "value": c.value,
-                    "unit": c.unit,
-                    "target": c.target,
-                    "passed": c.passed,
-                }
-                for c in self.checks
-            ],
-            **{c.key: c.value for c in self.checks},
-            "figures": self.figures,
-            "settings": self.settings,
-            "events": [{"t_s": round(t, 3), "event": name} for t, name in self.events],
-            "timeline": timeline(self.samples),
-        }
 
 
 @dataclass(frozen=True, slots=True)

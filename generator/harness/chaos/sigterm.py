@@ -16,13 +16,13 @@ from generator.harness.chaos.scenario import (
     WARM_S,
     Context,
     Fault,
-    Result,
     clock,
     load_path,
     shared_settings,
     wrk_figures,
 )
 from generator.harness.machine import WRK_CPU
+from generator.harness.suite import Result
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,7 +16,6 @@ from generator.harness.chaos.scenario import (
     WARM_S,
     Context,
     Fault,
-    Result,
     clock,
     load_path,
     shared_settings,
@@ -24,6 +23,7 @@ from generator.harness.chaos.scenario import (
 )
 from generator.harness.machine import WRK_CPU
 from generator.harness.project import ServiceError
+from generator.harness.suite import Result
 
 # The target on the killed worker's replacement.
 WORKER_REPLACED_S = 10.0
