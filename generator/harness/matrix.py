@@ -2,7 +2,9 @@
 
 Each set is rendered from the template's working tree into DEST/<name>, then its `make check`
 (ruff, ruff format --check, mypy --strict, pytest) and, when the project has one, its
-`make manifests-check` run there. Sets run `jobs` at a time; uv's cache is shared by all.
+`make manifests-check` run there. Sets run `jobs` at a time; uv's cache is shared by all, and
+so is one mypy cache (DEST/.mypy_cache): the libraries every set imports are analysed once per
+Python version, not once per set, and mypy re-checks any module whose source differs.
 """
 
 from __future__ import annotations
@@ -107,7 +109,7 @@ def run_matrix(
             def step(label: str) -> None:
                 progress.update(task, advance=1, status=label)
 
-            outcome = check_set(dest / answer_set.name, answer_set, step)
+            outcome = check_set(dest / answer_set.name, answer_set, step, dest / ".mypy_cache")
             status = "[green]passed[/]" if outcome.ok else f"[red]failed: {outcome.failed_step}[/]"
             progress.update(task, completed=3, status=status)
             return outcome
@@ -132,9 +134,11 @@ def run_matrix(
     return 1 if failed else 0
 
 
-def check_set(project: Path, answer_set: AnswerSet, advance: Callable[[str], None]) -> Outcome:
-    """Render one set into `project` (replacing it) and run its checks; `advance` hears of each
-    step as it starts."""
+def check_set(
+    project: Path, answer_set: AnswerSet, advance: Callable[[str], None], mypy_cache: Path
+) -> Outcome:
+    """Render one set into `project` (replacing it) and run its checks with `mypy_cache` as
+    mypy's cache; `advance` hears of each step as it starts."""
     started = time.monotonic()
     shutil.rmtree(project, ignore_errors=True)
     failed_step: str | None = None
@@ -153,10 +157,10 @@ def check_set(project: Path, answer_set: AnswerSet, advance: Callable[[str], Non
         failed_step, log = "render", f"{type(error).__name__}: {error}"
     advance("make check")
     if failed_step is None:
-        failed_step, log = _make(project, "check")
+        failed_step, log = _make(project, "check", mypy_cache)
     advance("manifests")
     if failed_step is None and _has_target(project, "manifests-check"):
-        failed_step, log = _make(project, "manifests-check")
+        failed_step, log = _make(project, "manifests-check", mypy_cache)
     return Outcome(
         name=answer_set.name,
         answers=answer_set.data,
@@ -172,7 +176,7 @@ def _has_target(project: Path, target: str) -> bool:
     return makefile.is_file() and f"\n{target}:" in makefile.read_text(encoding="utf-8")
 
 
-def _make(project: Path, target: str) -> tuple[str | None, str]:
+def _make(project: Path, target: str, mypy_cache: Path) -> tuple[str | None, str]:
     """(None, "") when `make target` passes, else (the step, its output's tail)."""
     # The samples bring their own embedded database and must not inherit a make session.
     environment = {
@@ -180,6 +184,7 @@ def _make(project: Path, target: str) -> tuple[str | None, str]:
         for key, value in os.environ.items()
         if not key.startswith(("MAKE", "MFLAGS")) and key not in ("DATABASE_URL", "VIRTUAL_ENV")
     }
+    environment["MYPY_CACHE_DIR"] = str(mypy_cache)
     try:
         done = subprocess.run(
             ["make", target],
