@@ -41,6 +41,15 @@ def build_dir(tmp_path: Path) -> Path:
     return path
 
 
+@contextmanager
+def _private_temp_dir() -> Iterator[Path]:
+    path = Path(tempfile.mkdtemp(prefix="bulwark-"))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
 @pytest.fixture
 def private_dir() -> Iterator[Path]:
     """A temp dir outside pytest's temp root, for projects whose own tests start PostgreSQL.
@@ -49,11 +58,25 @@ def private_dir() -> Iterator[Path]:
     binaries for it, while every new pytest session (the project's own included) locks its
     temp root to mode 0700 again.
     """
-    path = Path(tempfile.mkdtemp(prefix="bulwark-"))
-    try:
+    with _private_temp_dir() as path:
         yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def full_sample() -> Iterator[Path]:
+    """The `full` preset (every feature and target, plain HTTP behind nginx), rendered once a
+    session outside pytest's temp root (see private_dir) for the tests that run it for real:
+    chaos, attack, the routed load test and the API fuzz. A render and its environment cost
+    tens of seconds; each of those tests leaves the service and its database stopped."""
+    import copier
+
+    from generator.presets import get_preset
+
+    with _private_temp_dir() as path:
+        dest = path / "full-svc"
+        data = {**get_preset("full").answers(), "project_slug": "full-svc", "nginx_tls": False}
+        copier.run_copy(str(REPO_ROOT), dest, data=data, defaults=True, vcs_ref="HEAD", quiet=True)
+        yield dest
 
 
 # --- rendered deployment files (tests/test_deploy_*.py) ---------------------------------------

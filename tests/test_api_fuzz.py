@@ -4,13 +4,10 @@ import shutil
 import subprocess
 from pathlib import Path
 
-import copier
 import pytest
-from conftest import REPO_ROOT
 
 from generator.harness import project as proj
 from generator.harness import servers
-from generator.presets import get_preset
 
 pytestmark = pytest.mark.slow
 
@@ -27,11 +24,8 @@ CHECKS = (
 
 
 @pytest.fixture
-def project(private_dir: Path) -> proj.Project:
-    data = {"project_slug": "fuzz-api", **get_preset("full").answers()}
-    root = private_dir / "svc"
-    copier.run_copy(str(REPO_ROOT), root, data=data, defaults=True, vcs_ref="HEAD", quiet=True)
-    project = proj.Project.load(root)
+def project(full_sample: Path) -> proj.Project:
+    project = proj.Project.load(full_sample)
     proj.create_environment(project)
     return project
 

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import REPO_ROOT, holding_load_lock
+from conftest import holding_load_lock
 from test_loadtest import HAVE_LOAD_TOOLS, quiet_console
 
 from generator.cli import main
@@ -269,18 +269,12 @@ def test_usage_errors_exit_2(
 
 
 @pytest.fixture
-def attack_sample(private_dir: Path) -> Path:
-    """The `full` preset with the deployment files the attacks read (no TLS: plain HTTP)."""
+def attack_sample(full_sample: Path) -> Path:
+    """The session's `full` sample (tests/conftest.py): the deployment files the attacks read,
+    plain HTTP behind nginx."""
     if not (HAVE_LOAD_TOOLS and nginx.binary()):
         pytest.skip("needs wrk, taskset, uv and nginx")
-    import copier
-
-    from generator.presets import get_preset
-
-    dest = private_dir / "attack-svc"
-    data = {**get_preset("full").answers(), "project_slug": "attack-svc", "nginx_tls": False}
-    copier.run_copy(str(REPO_ROOT), dest, data=data, defaults=True, vcs_ref="HEAD", quiet=True)
-    return dest
+    return full_sample
 
 
 @pytest.fixture

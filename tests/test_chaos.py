@@ -157,18 +157,11 @@ def test_worker_pids_of_a_process_without_workers_is_empty() -> None:
 
 
 @pytest.fixture
-def full_sample(private_dir: Path) -> Path:
-    """The `full` preset (every feature), rendered from this repo's working tree."""
+def full_sample(full_sample: Path) -> Path:
+    """The session's `full` sample (tests/conftest.py), where the tools chaos needs are."""
     if not (HAVE_LOAD_TOOLS and shutil.which("redis-server")):
         pytest.skip("needs wrk, taskset, uv and redis-server")
-    import copier
-
-    from generator.presets import get_preset
-
-    dest = private_dir / "chaos-svc"
-    data = {**get_preset("full").answers(), "project_slug": "chaos-svc", "targets": []}
-    copier.run_copy(str(REPO_ROOT), dest, data=data, defaults=True, vcs_ref="HEAD", quiet=True)
-    return dest
+    return full_sample
 
 
 @pytest.mark.slow

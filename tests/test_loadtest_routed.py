@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
-from test_loadtest import HAVE_LOAD_TOOLS, REPO_ROOT, quiet_console
+from test_loadtest import HAVE_LOAD_TOOLS, quiet_console
 
 from generator.harness.apps import routed
 from generator.harness.load import report
@@ -151,19 +151,12 @@ def test_the_report_names_a_peer_baseline_under_its_scenario() -> None:
     assert "<td>rps ratio ≥ 5</td><td class='met'>met</td>" in page
 
 
-@pytest.fixture(scope="session")
-def full_sample(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The `full` preset (every feature) rendered from this repo's working tree, no targets."""
+@pytest.fixture
+def full_sample(full_sample: Path) -> Path:
+    """The session's `full` sample (tests/conftest.py), where the load tools are."""
     if not HAVE_LOAD_TOOLS:
         pytest.skip("needs wrk, taskset and uv")
-    import copier
-
-    from generator.presets import get_preset
-
-    dest = tmp_path_factory.mktemp("routed") / "routed-svc"
-    data = {**get_preset("full").answers(), "project_slug": "routed-svc", "targets": []}
-    copier.run_copy(str(REPO_ROOT), dest, data=data, defaults=True, vcs_ref="HEAD", quiet=True)
-    return dest
+    return full_sample
 
 
 @pytest.mark.slow
