@@ -79,6 +79,20 @@ def full_sample() -> Iterator[Path]:
         yield dest
 
 
+@pytest.fixture(scope="session")
+def matrix_run() -> Iterator[tuple[int, Path]]:
+    """`bulwark matrix --jobs 2` over every answer set, once a session: its exit code and the
+    directory holding `m/<set>` (each set rendered, then checked) and `matrix.json`. The
+    matrix test reads the report; the workflow test reads the renders instead of rendering
+    each set again."""
+    from generator.cli import main
+
+    with _private_temp_dir() as path:
+        report = path / "matrix.json"
+        code = main(["matrix", "--dest", str(path / "m"), "--jobs", "2", "--json", str(report)])
+        yield code, path
+
+
 # --- rendered deployment files (tests/test_deploy_*.py) ---------------------------------------
 
 DEPLOY_SLUG = "orders-api"

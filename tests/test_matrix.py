@@ -56,12 +56,9 @@ def test_only_refuses_an_unknown_set(capsys: pytest.CaptureFixture[str]) -> None
 
 
 @pytest.mark.slow
-def test_every_answer_set_passes_its_own_checks(private_dir: Path) -> None:
-    report_path = private_dir / "matrix.json"
-    code = main(
-        ["matrix", "--dest", str(private_dir / "m"), "--jobs", "2", "--json", str(report_path)]
-    )
-    report = json.loads(report_path.read_text(encoding="utf-8"))
+def test_every_answer_set_passes_its_own_checks(matrix_run: tuple[int, Path]) -> None:
+    code, run_dir = matrix_run
+    report = json.loads((run_dir / "matrix.json").read_text(encoding="utf-8"))
     failures = [(s["name"], s["failed_step"], s["log"]) for s in report["sets"] if not s["ok"]]
     assert failures == []
     assert code == 0
