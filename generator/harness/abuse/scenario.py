@@ -1,8 +1,8 @@
 """What an attack of `bulwark attack` is, and the verdicts every attack shares.
 
 An `Attack` owns its usage check (`unavailable`), its run (start the service afresh, attack it,
-measure) and its targets, as `Check`s of a `Result`: the shapes `bulwark chaos` reports in, so
-both suites print and write the same table and JSON. The verdicts below are pure functions of
+measure) and its targets, as `Check`s of a `Result` (suite.py, shared with `bulwark chaos`, so
+both suites print and write the same table and JSON). The verdicts below are pure functions of
 the figures, so they are tested without a server.
 """
 
