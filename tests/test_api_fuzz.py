@@ -26,7 +26,8 @@ CHECKS = (
 @pytest.fixture
 def project(full_sample: Path) -> proj.Project:
     project = proj.Project.load(full_sample)
-    proj.create_environment(project)
+    if not project.python.exists():  # another test of the session may have made it
+        proj.create_environment(project)
     return project
 
 
