@@ -279,7 +279,8 @@ def test_all_measures_the_runnable_ones_and_reports_the_skipped(
 def test_all_with_a_report_on_a_rendered_sample(
     private_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Every scenario of a sample with the data and shedding features, 1 s runs, one report."""
+    """Every scenario of a sample with the data and shedding features, one 1 s run a side after
+    the warm-up (the median of several is the unit tests'), one report."""
     if not HAVE_LOAD_TOOLS:
         pytest.skip("needs wrk, taskset and uv")
     import copier
@@ -310,11 +311,13 @@ def test_all_with_a_report_on_a_rendered_sample(
         run_all=True,
         report_dir=tmp_path / "report",
         command="test",
+        repeat=1,
     )
     printed = out.getvalue()
     print(printed)
     assert code == 0, printed
     document = json.loads((tmp_path / "report" / "report.json").read_text())
+    assert document["protocol"]["runs"] == 1
     names = [s["name"] for s in document["scenarios"]]
     # No loop_monitor feature and no docker target here: those scenarios are skipped.
     expected = [
