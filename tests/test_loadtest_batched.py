@@ -78,4 +78,7 @@ def test_refusals_on_the_unbatched_side_fail_the_scenario(tmp_path: Path) -> Non
     refusing = Side((counted({200: 9_000, 503: 1_000}),) * 3)
     outcome = Outcome(SCENARIO, clean, clean, unbatched_figures(clean, clean, refusing))
     failure = SCENARIO.failure(outcome, bench(write_project(tmp_path, features=["postgres"])))
-    assert failure == f"{UNBATCHED}: 10.0% of answers were not 200"
+    assert failure == (
+        f"{UNBATCHED}: 10.0% of answers were not 200 (3,000 x 503); 503s: the service shed "
+        "load or a dependency is down (see /health/detailed)"
+    )

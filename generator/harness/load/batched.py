@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from contextlib import ExitStack
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from generator.harness import apps, servers, wrk
@@ -84,12 +84,26 @@ class BatchedRead(ItemRead):
         )
 
     def failure(self, outcome: Outcome, bench: Bench) -> str | None:
-        """The main pair's failure, or the unbatched side's share of unexpected answers."""
+        """The main pair's failure, or the unbatched side's share of unexpected answers with
+        what they were and their likely cause."""
         problems = [ItemRead.failure(self, outcome, bench)]  # slots: no zero-argument super()
-        share = outcome.extra.get("unbatched_error_share", 0.0)
+        extra = outcome.extra
+        share = extra.get("unbatched_error_share", 0.0)
         if share > MAX_ERROR_SHARE:
+            other = {
+                int(status): n
+                for status, n in extra["unbatched_statuses"].items()
+                if int(status) not in self.expect
+            }
+            sockets = extra["unbatched_socket_errors"]
+            shown = ", ".join(
+                [f"{n:,} x {status}" for status, n in other.items()]
+                + [f"{n:,} {kind} errors" for kind, n in sockets.items() if n]
+            )
             expected = "/".join(map(str, self.expect))
-            problems.append(f"{UNBATCHED}: {share:.1%} of answers were not {expected}")
+            problem = f"{UNBATCHED}: {share:.1%} of answers were not {expected} ({shown})"
+            cause = self.cause(other, sockets, bench)
+            problems.append(f"{problem}; {cause}" if cause else problem)
         return "; ".join(p for p in problems if p) or None
 
     def verdict(self, entry: Mapping[str, Any]) -> Verdict:
@@ -135,6 +149,11 @@ def unbatched_figures(baseline: Side, batched: Side, unbatched: Side) -> dict[st
         "unbatched_p99_ms": round(median.p99_ms, 3),
         "unbatched_errors": unbatched.errors,
         "unbatched_error_share": round(unbatched.error_share, 6),
+        "unbatched_statuses": {str(status): n for status, n in unbatched.statuses.items()},
+        "unbatched_socket_errors": {
+            kind: sum(getattr(run, f"{kind}_errors") for run in unbatched.runs)
+            for kind in ("connect", "read", "write", "timeout")
+        },
         "unbatched_cpu_us_per_request": (
             None if unbatched.cpu_us is None else round(unbatched.cpu_us, 2)
         ),
@@ -147,6 +166,7 @@ def unbatched_figures(baseline: Side, batched: Side, unbatched: Side) -> dict[st
             [b.p99_ms / u.p99_ms for u, b in zip(unbatched.runs, batched.runs, strict=True)]
         ),
         "unbatched_over_bare": spread(pair_ratios(baseline.runs, unbatched.runs)),
+        "unbatched_runs": [asdict(run) for run in unbatched.runs],
     }
 
 
