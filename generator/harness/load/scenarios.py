@@ -4,6 +4,7 @@ them. A new scenario is one object added here."""
 from __future__ import annotations
 
 from generator.harness.load.ablation import ABLATION
+from generator.harness.load.batched import DB_READ_BATCHED
 from generator.harness.load.container import mirror
 from generator.harness.load.data import CACHED_READ, DB_READ
 from generator.harness.load.loop_monitor import LOOP_MONITOR
@@ -45,6 +46,7 @@ SCENARIOS: dict[str, Scenario] = {
         DIRECT,
         NGINX,
         DB_READ,
+        DB_READ_BATCHED,
         CACHED_READ,
         OVERLOAD,
         LOOP_MONITOR,

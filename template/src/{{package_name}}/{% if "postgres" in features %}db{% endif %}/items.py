@@ -11,6 +11,7 @@ from typing import Any
 
 import asyncpg
 
+from ..settings import Settings
 from .batch import Batcher
 from .pool import Connection, PostgresPool
 
@@ -84,22 +85,30 @@ async def delete_item(connection: Connection, item_id: int) -> bool:
 
 class ItemStore:
     """Reads (retried once on a connection failure) and writes of items; the `cache` feature
-    wires a subclass that reads through the cache and invalidates on writes."""
+    wires a subclass that reads through the cache and invalidates on writes.
 
-    def __init__(self, postgres: PostgresPool) -> None:
+    `loader` batches lookups by id across concurrent requests into one `= ANY($1)` query
+    (`db/batch.py`); `get` goes through it when `settings.db_batch_reads` is on.
+    """
+
+    def __init__(self, postgres: PostgresPool, settings: Settings) -> None:
         self.postgres = postgres
+        self.loader: Batcher[int, ItemData] = Batcher(
+            self.get_many,
+            max_batch=settings.db_batch_max_size,
+            window_s=settings.db_batch_window_ms / 1000,
+        )
+        self._batch_reads = settings.db_batch_reads
 
     async def get(self, item_id: int) -> ItemData | None:
+        if self._batch_reads:
+            return await self.loader.load(item_id)
         record = await self.postgres.read(lambda connection: get_item(connection, item_id))
         return None if record is None else to_data(record)
 
     async def get_many(self, item_ids: Sequence[int]) -> dict[int, ItemData]:
         records = await self.postgres.read(lambda connection: get_items(connection, item_ids))
         return {record["id"]: to_data(record) for record in records}
-
-    def loader(self) -> Batcher[int, ItemData]:
-        """A per-request batcher: item lookups made in one tick become one `= ANY($1)` query."""
-        return Batcher(self.get_many)
 
     async def page(self, *, after: int | None, limit: int) -> list[ItemData]:
         records = await self.postgres.read(
