@@ -183,7 +183,8 @@ def test_all_keeps_what_the_features_allow_and_says_why_for_the_rest(tmp_path: P
     runnable, skipped = runner.runnable_scenarios(project)
     assert runnable == [*ROUTED_NAMES, "health", "direct", "db-read"]
     assert set(skipped) == {
-        "nginx", "cached-read", "overload", "loop-monitor", "container-health", "container-db-read"
+        "nginx", "cached-read", "overload", "loop-monitor", "tracing", "container-health",
+        "container-db-read",
     }  # fmt: skip
     assert "needs the cache feature" in skipped["cached-read"]
     assert "without the docker target" in skipped["container-health"]
@@ -194,7 +195,9 @@ def test_all_keeps_what_the_features_allow_and_says_why_for_the_rest(tmp_path: P
 def test_all_runs_nginx_when_the_site_is_rendered(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    root = write_project(tmp_path, features=["postgres", "cache", "load_shedding", "loop_monitor"])
+    root = write_project(
+        tmp_path, features=["postgres", "cache", "load_shedding", "loop_monitor", "tracing"]
+    )
     (root / "deploy" / "nginx").mkdir(parents=True)
     (root / "deploy" / "nginx" / "demo-svc.conf").write_text("server { listen 80; }\n")
     (root / "deploy" / "docker").mkdir()
@@ -261,6 +264,7 @@ def test_all_measures_the_runnable_ones_and_reports_the_skipped(
         "cached-read",
         "overload",
         "loop-monitor",
+        "tracing",
         "container-health",
         "container-db-read",
     ]
@@ -319,9 +323,11 @@ def test_all_with_a_report_on_a_rendered_sample(
     document = json.loads((tmp_path / "report" / "report.json").read_text())
     assert document["protocol"]["runs"] == 1
     names = [s["name"] for s in document["scenarios"]]
-    # No loop_monitor feature and no docker target here: those scenarios are skipped.
+    # No loop_monitor or tracing feature and no docker target here: those are skipped.
     expected = [
-        name for name in SCENARIOS if name != "loop-monitor" and not name.startswith("container-")
+        name
+        for name in SCENARIOS
+        if name not in ("loop-monitor", "tracing") and not name.startswith("container-")
     ]
     if nginx.binary() is None:
         expected.remove("nginx")

@@ -11,6 +11,7 @@ from generator.harness.load.loop_monitor import LOOP_MONITOR
 from generator.harness.load.overload import OVERLOAD
 from generator.harness.load.routed import ROUTED, ROUTED_50, ROUTED_LOOPGUARD, ROUTED_NAIVE
 from generator.harness.load.scenario import Scenario
+from generator.harness.load.tracing import TRACING
 
 HEALTH = Scenario(
     "health",
@@ -50,6 +51,7 @@ SCENARIOS: dict[str, Scenario] = {
         CACHED_READ,
         OVERLOAD,
         LOOP_MONITOR,
+        TRACING,
         CONTAINER_HEALTH,
         CONTAINER_DB_READ,
     )

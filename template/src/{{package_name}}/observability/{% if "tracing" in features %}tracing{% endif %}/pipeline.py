@@ -25,12 +25,14 @@ import asyncio
 import logging
 import os
 from collections.abc import Iterable, Sequence
+from contextvars import ContextVar
 
 from opentelemetry import trace
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
 from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
 
 from ...settings import Settings
@@ -41,6 +43,8 @@ logger = logging.getLogger(__name__)
 # The SDK logs a warning per span dropped from a full queue; ours are counted instead.
 logging.getLogger("opentelemetry.sdk._shared_internal").setLevel(logging.ERROR)
 MAX_EXPORT_BATCH = 512
+# The trace id of the root span being started, when the gate drew it to sample first (server.py).
+PRESET_TRACE_ID: ContextVar[int | None] = ContextVar("preset_trace_id", default=None)
 
 
 def disabled_by_environment() -> bool:
@@ -104,6 +108,14 @@ class _CountingExporter(SpanExporter):
         return self._exporter.force_flush(timeout_millis)
 
 
+class _PresetTraceIds(RandomIdGenerator):
+    """The SDK's random ids, but a root's trace id is `PRESET_TRACE_ID` when set."""
+
+    def generate_trace_id(self) -> int:
+        preset = PRESET_TRACE_ID.get()
+        return super().generate_trace_id() if preset is None else preset
+
+
 class _BoundedBatchProcessor(BatchSpanProcessor):
     """The SDK's batch processor with its queue bound checked here, so drops are counted."""
 
@@ -154,6 +166,8 @@ class TracingPipeline:
         self.sampler_name = os.environ.get("OTEL_TRACES_SAMPLER") or (
             f"parentbased_traceidratio {sample_ratio}"
         )
+        # The ratio of new traces the gate may decide itself; None: another sampler decides.
+        self.root_sample_ratio = None if _set("OTEL_TRACES_SAMPLER") else sample_ratio
         self.endpoint = otlp_endpoint(endpoint)
         exporter = OTLPSpanExporter(
             endpoint=self.endpoint,
@@ -176,6 +190,7 @@ class TracingPipeline:
             resource=Resource.create(
                 {} if _set("OTEL_SERVICE_NAME") else {"service.name": service_name}
             ),
+            id_generator=_PresetTraceIds(),
         )
         self.provider.add_span_processor(processor)
 
