@@ -6,7 +6,8 @@ loop pays nothing). Until `samples` calls are in, the function runs on threads; 
 `min_cpu_ms` of CPU a call, sends it to the process pool, anything less keeps it on threads. The
 decision is made again every `recheck_calls` calls or `recheck_s` seconds, from the latest
 samples, wherever they ran: a workload that changes is moved. Clock: `time.monotonic()` unless
-given. Everything here runs on the event loop's thread, in O(samples) per decision.
+given. A call that raised, or whose caller was cancelled, adds no sample. Everything here runs
+on the event loop's thread, in O(samples) per decision.
 """
 
 from __future__ import annotations
@@ -29,11 +30,11 @@ Fallback = Literal["unpicklable_function", "unpicklable_arguments"]
 class AutoPolicy:
     """How `@offload.auto` measures and decides (the OFFLOAD_AUTO_* settings)."""
 
-    samples: int = 10
-    cpu_share: float = 0.5
-    min_cpu_ms: float = 1.0
-    recheck_calls: int = 1000
-    recheck_s: float = 60.0
+    samples: int
+    cpu_share: float
+    min_cpu_ms: float
+    recheck_calls: int
+    recheck_s: float
 
     def __post_init__(self) -> None:
         if self.samples < 1 or self.recheck_calls < 1:

@@ -77,11 +77,11 @@ class Offload:
         thread_workers: int,
         process_workers: int,
         max_queued: int,
-        auto: AutoPolicy | None = None,
+        auto: AutoPolicy,
     ) -> None:
         self._sizes = (thread_workers, process_workers, max_queued)
         self._pools: dict[PoolName, _Pool] = {}
-        self.decisions = AutoDecisions(auto or AutoPolicy())
+        self.decisions = AutoDecisions(auto)
 
     async def start(self) -> None:
         global _active
