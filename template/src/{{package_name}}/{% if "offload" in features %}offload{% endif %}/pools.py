@@ -1,52 +1,31 @@
-"""Run blocking or CPU-bound functions off the event loop, on bounded executors.
+"""The bounded thread and process executors, made by the lifespan, and how a call reaches them.
 
-    @offload.thread            # sync I/O or a C call that releases the GIL (file reads, hashing)
-    def read_report(path: str) -> bytes: ...
-
-    @offload.process           # pure-Python CPU work: a thread would still hold the GIL
-    def score(rows: list[Row]) -> float: ...
-
-    @offload.auto("cpu")       # the same choice made by a declared hint ("io" or "cpu")
-    def render(doc: Doc) -> bytes: ...
-
-    result = await score(rows)  # each decorated function becomes awaitable
-
-The executors are made by the lifespan with sizes from settings. Each pool admits at
-most workers + `max_queued` calls; one more answers 503 (OffloadBusy) at once instead of
-queueing without bound. Contract: a cancelled caller (a request timeout) stops waiting, but work
-already running finishes in its worker and is counted until then; a process function must be
-defined at module level (its worker imports it by name) and take and return picklable values.
+Each pool admits at most workers + `max_queued` calls; one more answers 503 (OffloadBusy) at
+once instead of queueing without bound. Contract: a cancelled caller (a request timeout) stops
+waiting, but work already running finishes in its worker and is counted until then. Every call
+is timed where it runs, by the wall clock and the running thread's CPU clock, so measuring it
+costs the event loop nothing.
 """
 
 from __future__ import annotations
 
 import asyncio
-import functools
 import importlib
 import logging
 import multiprocessing
+import pickle
 import time
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
-from typing import Any, Literal, ParamSpec, TypeVar
+from typing import Any, NamedTuple
 
-from fastapi import Request
-from fastapi.responses import JSONResponse
-
-from .observability.stats import Family, Histogram
-from .settings import Settings
-from .wiring import Parts
+from ..observability.stats import Family, Histogram
+from .auto import AutoDecisions, AutoPolicy, PoolName
 
 logger = logging.getLogger(__name__)
 
-P = ParamSpec("P")
-R = TypeVar("R")
-PoolName = Literal["thread", "process"]
-Hint = Literal["io", "cpu"]
-
 RUN_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0)
 SHUTDOWN_TIMEOUT_S = 10.0
-_POOL_OF_HINT: dict[Hint, PoolName] = {"io": "thread", "cpu": "process"}
 
 
 class OffloadBusy(Exception):
@@ -55,6 +34,18 @@ class OffloadBusy(Exception):
     def __init__(self, pool: PoolName) -> None:
         super().__init__(f"the {pool} offload pool is full")
         self.pool = pool
+
+
+class ArgumentsDoNotPickle(pickle.PicklingError):
+    """A call's arguments could not be sent to a worker process; the function never ran."""
+
+
+class Timed(NamedTuple):
+    """A call's result and what it cost in its worker."""
+
+    value: Any
+    wall_s: float
+    cpu_s: float
 
 
 class _Pool:
@@ -76,13 +67,21 @@ class _Pool:
 
 
 class Offload:
-    """Lifespan part (Resource shape) owning the thread and process executors."""
+    """Lifespan part (Resource shape) owning the executors and the `@offload.auto` decisions."""
 
     name = "offload"
 
-    def __init__(self, *, thread_workers: int, process_workers: int, max_queued: int) -> None:
+    def __init__(
+        self,
+        *,
+        thread_workers: int,
+        process_workers: int,
+        max_queued: int,
+        auto: AutoPolicy,
+    ) -> None:
         self._sizes = (thread_workers, process_workers, max_queued)
         self._pools: dict[PoolName, _Pool] = {}
+        self.decisions = AutoDecisions(auto)
 
     async def start(self) -> None:
         global _active
@@ -120,29 +119,39 @@ class Offload:
         return True
 
     def details(self) -> dict[str, object]:
-        return {name: _pool_state(pool) for name, pool in self._pools.items()}
+        pools: dict[str, object] = {name: _pool_state(p) for name, p in self._pools.items()}
+        return {**pools, "auto": self.decisions.details()}
 
-    async def run(
-        self, pool_name: PoolName, target: Callable[..., Any], args: Any, kwargs: Any
-    ) -> Any:
-        pool = self._pools[pool_name]
+    async def thread(self, fn: Callable[..., Any], args: Any, kwargs: Any) -> Timed:
+        """Run `fn` on the thread pool."""
+        return await self._run(self._pools["thread"], _timed, fn, args, kwargs)
+
+    async def process(self, fn: ByName, args: Any, kwargs: Any) -> Timed:
+        """Run the function named `fn` on the process pool.
+
+        Raises ArgumentsDoNotPickle, before the function ever runs, when the arguments cannot
+        be sent.
+        """
+        return await self._run(self._pools["process"], _timed_by_name, fn, _Arguments(args, kwargs))
+
+    async def _run(self, pool: _Pool, *work: Any) -> Timed:
         if pool.pending >= pool.limit:
             pool.rejected += 1
-            raise OffloadBusy(pool_name)
+            raise OffloadBusy(pool.name)
         pool.pending += 1
         loop = asyncio.get_running_loop()
-        work: Future[tuple[bool, Any, float]] = pool.executor.submit(_timed, target, args, kwargs)
+        future: Future[tuple[bool, Any, float, float]] = pool.executor.submit(*work)
 
-        def done(future: Future[tuple[bool, Any, float]]) -> None:
+        def done(future: Future[tuple[bool, Any, float, float]]) -> None:
             elapsed = None if future.cancelled() or future.exception() else future.result()[2]
             loop.call_soon_threadsafe(pool.finished, elapsed)
 
         # Counted until the work itself ends, even when the caller stops waiting first.
-        work.add_done_callback(done)
-        ok, value, _ = await asyncio.wrap_future(work)
+        future.add_done_callback(done)
+        ok, value, wall_s, cpu_s = await asyncio.wrap_future(future)
         if not ok:
             raise value
-        return value
+        return Timed(value, wall_s, cpu_s)
 
     def families(self) -> Iterator[Family]:
         pools = list(self._pools.values())
@@ -174,9 +183,17 @@ class Offload:
             ("pool",),
             [((p.name,), p.run_time) for p in pools],
         )
+        yield from self.decisions.families()
 
 
 _active: Offload | None = None
+
+
+def running() -> Offload:
+    """The executors of the running service; they exist only between start and stop."""
+    if _active is None:
+        raise RuntimeError("offload executors are not running: they start with the lifespan")
+    return _active
 
 
 def _pool_state(pool: _Pool) -> dict[str, int]:
@@ -189,16 +206,38 @@ def _pool_state(pool: _Pool) -> dict[str, int]:
     }
 
 
-def _timed(target: Callable[..., Any], args: Any, kwargs: Any) -> tuple[bool, Any, float]:
-    """Runs in the worker: the result or the exception, and the time the call took there."""
-    started = time.perf_counter()
+def _timed(target: Callable[..., Any], args: Any, kwargs: Any) -> tuple[bool, Any, float, float]:
+    """Runs in the worker: the result or the exception, its wall and this thread's CPU time."""
+    started, cpu_started = time.perf_counter(), time.thread_time()
     try:
-        return True, target(*args, **kwargs), time.perf_counter() - started
+        ok, value = True, target(*args, **kwargs)
     except Exception as exc:  # noqa: BLE001 - re-raised in the caller, run time still counted
-        return False, exc, time.perf_counter() - started
+        ok, value = False, exc
+    return ok, value, time.perf_counter() - started, time.thread_time() - cpu_started
 
 
-class _ByName:
+class _Arguments:
+    """A call's arguments on their way to a worker process.
+
+    They are pickled here, in the executor's feeder thread, so a failure raises a type of its
+    own: the caller can tell "never sent" (safe to run elsewhere) from a failure in the worker.
+    """
+
+    __slots__ = ("args", "kwargs")
+
+    def __init__(self, args: Any, kwargs: Any) -> None:
+        self.args = args
+        self.kwargs = kwargs
+
+    def __reduce__(self) -> tuple[Callable[[bytes], Any], tuple[bytes]]:
+        try:
+            sent = pickle.dumps((self.args, self.kwargs), protocol=pickle.HIGHEST_PROTOCOL)
+        except Exception as exc:
+            raise ArgumentsDoNotPickle(f"the call's arguments do not pickle: {exc}") from exc
+        return pickle.loads, (sent,)
+
+
+class ByName:
     """A module-level function found by name in a process worker (the name itself is picklable).
 
     The decorated name refers to the async wrapper; the worker unwraps it to the original.
@@ -208,64 +247,21 @@ class _ByName:
         self.module = module
         self.qualname = qualname
 
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+    def find(self) -> Any:
         found: Any = importlib.import_module(self.module)
         for part in self.qualname.split("."):
             found = getattr(found, part)
-        return found.__wrapped__(*args, **kwargs)
+        return found
+
+    def finds(self, wrapper: object) -> bool:
+        """Whether the name leads to `wrapper` (not nested, not renamed or re-decorated)."""
+        try:
+            return "<locals>" not in self.qualname and self.find() is wrapper
+        except (ImportError, AttributeError):
+            return False
 
 
-def _offloaded(pool: PoolName, fn: Callable[P, R]) -> Callable[P, Coroutine[Any, Any, R]]:
-    if pool == "process" and "<locals>" in fn.__qualname__:
-        raise TypeError(f"@offload.process needs a module-level function, not {fn.__qualname__}")
-    target: Callable[..., Any] = fn if pool == "thread" else _ByName(fn.__module__, fn.__qualname__)
-
-    @functools.wraps(fn)
-    async def call(*args: P.args, **kwargs: P.kwargs) -> R:
-        if _active is None:
-            raise RuntimeError("offload executors are not running: they start with the lifespan")
-        result: R = await _active.run(pool, target, args, kwargs)
-        return result
-
-    return call
-
-
-def thread(fn: Callable[P, R]) -> Callable[P, Coroutine[Any, Any, R]]:
-    """Run `fn` on the bounded thread pool: blocking I/O, C code that releases the GIL."""
-    return _offloaded("thread", fn)
-
-
-def process(fn: Callable[P, R]) -> Callable[P, Coroutine[Any, Any, R]]:
-    """Run `fn` on the bounded process pool: pure-Python CPU work."""
-    return _offloaded("process", fn)
-
-
-def auto(hint: Hint) -> Callable[[Callable[P, R]], Callable[P, Coroutine[Any, Any, R]]]:
-    """Choose the pool by a declared hint: "io" runs on threads, "cpu" on processes."""
-    if hint not in _POOL_OF_HINT:
-        raise ValueError(f'offload.auto hint must be "io" or "cpu", got {hint!r}')
-    pool = _POOL_OF_HINT[hint]
-
-    def decorate(fn: Callable[P, R]) -> Callable[P, Coroutine[Any, Any, R]]:
-        return _offloaded(pool, fn)
-
-    return decorate
-
-
-async def offload_busy_handler(request: Request, exc: Exception) -> JSONResponse:
-    """503 + Retry-After: the pool is full now, the client should come back shortly."""
-    return JSONResponse(
-        {"detail": "server busy, retry shortly"}, status_code=503, headers={"Retry-After": "1"}
-    )
-
-
-def wire(settings: Settings, parts: Parts) -> None:
-    """The offload feature: the bounded executors, and their 503 when full."""
-    parts.internals.append(
-        Offload(
-            thread_workers=settings.offload_thread_workers,
-            process_workers=settings.offload_process_workers,
-            max_queued=settings.offload_max_queued,
-        )
-    )
-    parts.exception_handlers[OffloadBusy] = offload_busy_handler
+def _timed_by_name(name: ByName, sent: Any) -> tuple[bool, Any, float, float]:
+    """`_timed` in a worker process; the function's module is imported before the clocks start."""
+    args, kwargs = sent
+    return _timed(name.find().__wrapped__, args, kwargs)
