@@ -94,16 +94,27 @@ class ClientAddress:
 
     def resolve(self, scope: Scope) -> tuple[str, bool]:
         """The client's address, and whether the peer is a trusted proxy (its headers count)."""
+        address, trusted, _ = self._resolve(scope)
+        return address, trusted
+
+    def _resolve(self, scope: Scope) -> tuple[str, bool, bytes | None]:
+        """`resolve`, plus the forwarded scheme: one pass over the headers finds both."""
         client = scope.get("client")
         peer = client[0] if client else ""
         address, trusted = self._hop(peer)
         if address is None:
-            return peer or "unknown", False  # a unix socket or a test client: no IP to normalise
+            return peer or "unknown", False, None  # a unix socket or a test client: no IP
         if not trusted:
-            return address, False
-        values = [value for name, value in scope["headers"] if name == self._header]
+            return address, False, None
+        values: list[bytes] = []
+        proto: bytes | None = None
+        for name, value in scope["headers"]:
+            if name == self._header:
+                values.append(value)
+            elif name == b"x-forwarded-proto" and proto is None:
+                proto = value
         if not values:
-            return address, True
+            return address, True, proto
         text = b",".join(values).decode("latin-1")
         hops = _forwarded_for(text) if self._rfc7239 else text.split(",")
         for text in reversed(hops):
@@ -113,23 +124,20 @@ class ClientAddress:
             address = hop_address
             if not hop_trusted:
                 break
-        return address, True
+        return address, True, proto
 
     def apply(self, scope: Scope) -> None:
         """Set `scope["client"]` (and the scheme a trusted proxy forwarded) by the rule above."""
         client = scope.get("client")
         if client is None:
             return
-        address, trusted = self.resolve(scope)
+        address, trusted, proto = self._resolve(scope)
         # A forwarded client's port is unknown; a peer keeps its own.
         scope["client"] = (address, 0 if trusted else client[1])
-        if trusted:
-            for name, value in scope["headers"]:
-                if name == b"x-forwarded-proto":
-                    scheme = value.decode("latin-1").strip()
-                    if scheme in SCHEMES:
-                        scope["scheme"] = scheme
-                    break
+        if proto is not None:
+            scheme = proto.decode("latin-1").strip()
+            if scheme in SCHEMES:
+                scope["scheme"] = scheme
 
 
 def _forwarded_for(header: str) -> list[str]:

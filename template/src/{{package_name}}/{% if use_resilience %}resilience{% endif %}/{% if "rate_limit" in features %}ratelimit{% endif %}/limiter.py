@@ -105,6 +105,8 @@ class RateLimiter:
         # The memory backend, and Redis's stand-in while it is unreachable.
         self._memory = STRATEGIES[strategy](MemoryStorage())
         self._counters = FixedWindowCounters() if strategy == "fixed-window" else None
+        # The counters when nothing but them ever counts (no Redis): the guard calls them direct.
+        self._local = self._counters if self._redis is None else None
         self._redis_retry_at = 0.0  # monotonic; non-zero while Redis is unreachable
         self.fallback_total = 0
         # Refused requests by (limit, route template); limit is "default" or "route".
@@ -115,8 +117,10 @@ class RateLimiter:
         peer = scope.get("client")
         client = self.client_key(peer[0] if peer else "unknown")
         current_limiter.set((self, client, scope))
+        local, key = self._local, ("client", client)
         for item in self.default:
-            retry_after = await self._hit(item, ("client", client))
+            # Counted in process memory: a plain call, no coroutine to create and await.
+            retry_after = local.hit(item, key) if local is not None else await self._hit(item, key)
             if retry_after is not None:
                 # Refused before routing (that is what keeps it cheap): no template to name.
                 self._count_limited("default", ANY_ROUTE)

@@ -26,12 +26,13 @@ class FixedWindowCounters:
     def hit(self, item: RateLimitItem, key: tuple[str, ...]) -> float | None:
         """Count one hit; None when allowed, else the seconds until the window resets."""
         now = time.monotonic()
-        window = self._windows.get((id(item), *key))
+        slot = (id(item), *key)
+        window = self._windows.get(slot)
         if window is None or window[0] <= now:
             if now >= self._next_purge:
                 self._purge(now)
             window = [now + item.get_expiry(), 0.0]
-            self._windows[(id(item), *key)] = window
+            self._windows[slot] = window
         window[1] += 1
         return None if window[1] <= item.amount else window[0] - now
 
