@@ -281,21 +281,27 @@ def test_live_exposure_score_is_the_unit_files(machine: Machine) -> None:
     assert live <= offline <= MAX_EXPOSURE
 
 
+def _restarted(machine: Machine, before: dict[str, str], cause: str) -> str:
+    """Wait for systemd's next automatic restart after `before` (a `show` of NRestarts and
+    MainPID), then for the new main process to be ready; say how long each took."""
+
+    def counted() -> bool:
+        return machine.show("NRestarts")["NRestarts"] == str(int(before["NRestarts"]) + 1)
+
+    def ready() -> bool:
+        now = machine.show("ActiveState", "MainPID")
+        return now["ActiveState"] == "active" and now["MainPID"] not in ("0", before["MainPID"])
+
+    stopped = machine.wait_for(f"no restart after {cause}", counted)
+    started = machine.wait_for(f"not active again after {cause}", ready)
+    assert _status(machine.port, "/health") == 200
+    return f"{cause} -> restart scheduled {stopped:.2f} s, active again {started:.2f} s later"
+
+
 def test_a_killed_main_process_is_restarted(machine: Machine) -> None:
     before = machine.show("MainPID", "NRestarts")
     machine.run("systemctl", "kill", "--kill-whom=main", "--signal=SIGKILL", UNIT)
-
-    def restarted() -> bool:
-        now = machine.show("MainPID", "NRestarts", "ActiveState")
-        return (
-            now["NRestarts"] == str(int(before["NRestarts"]) + 1)
-            and now["MainPID"] not in ("0", before["MainPID"])
-            and now["ActiveState"] == "active"
-        )
-
-    took = machine.wait_for("no restart after SIGKILL", restarted)
-    assert _status(machine.port, "/health") == 200
-    print(f"\nSIGKILL of the main process -> active again: {took:.2f} s")
+    print("\n" + _restarted(machine, before, "SIGKILL of the main process"))
 
 
 def test_the_watchdog_restarts_a_service_whose_loops_stopped(machine: Machine) -> None:
@@ -314,16 +320,5 @@ def test_the_watchdog_restarts_a_service_whose_loops_stopped(machine: Machine) -
     time.sleep(3 * WATCHDOG_S)
     assert machine.show("NRestarts", "MainPID") == before, machine.journal()
     machine.run("systemctl", "kill", "--signal=SIGSTOP", UNIT)  # every process: no loop turns
-
-    def restarted() -> bool:
-        now = machine.show("NRestarts", "ActiveState", "MainPID")
-        return (
-            now["NRestarts"] == str(int(before["NRestarts"]) + 1)
-            and now["ActiveState"] == "active"
-            and now["MainPID"] != before["MainPID"]
-        )
-
-    took = machine.wait_for("the watchdog did not restart the stopped service", restarted)
+    print("\n" + _restarted(machine, before, "SIGSTOP of every process"))
     assert "Watchdog timeout" in machine.journal()
-    assert _status(machine.port, "/health") == 200
-    print(f"\nSIGSTOP of every process -> watchdog restart, active again: {took:.2f} s")
