@@ -6,8 +6,12 @@ import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:
+    from generator.images import Podman
 
 # Found from this file, not from the generator package, so the tests check its own lookup.
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -140,3 +144,21 @@ def venv_tool(name: str) -> str:
     path = Path(sys.executable).parent / name
     assert path.exists(), f"{name} is missing from {path.parent}: run `uv sync` (dev group)"
     return str(path)
+
+
+# --- containers (tests/test_container.py, tests/test_systemd_unit.py) --------------------------
+
+
+@pytest.fixture(scope="session")
+def podman() -> "Podman":
+    """podman, checked by starting a hardened container; a machine that cannot is a failure
+    that says what to install, never a skip."""
+    from generator.images import ContainersUnavailable, Podman, ensure_uv, preflight, uv_version
+
+    dockerfile = next((REPO_ROOT / "template/deploy").glob("*docker*/Dockerfile.jinja"))
+    try:
+        engine = Podman()
+        preflight(engine, ensure_uv(engine, uv_version(dockerfile)))
+    except ContainersUnavailable as exc:
+        pytest.fail(f"containers cannot run on this machine: {exc}", pytrace=False)
+    return engine

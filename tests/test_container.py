@@ -14,7 +14,8 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,14 +27,10 @@ import yaml
 from conftest import DEPLOY_SLUG, REPO_ROOT
 
 from generator.images import (
-    ContainersUnavailable,
     Podman,
     database_in_container,
     ensure_base_images,
-    ensure_uv,
-    preflight,
     python_versions,
-    uv_version,
 )
 from generator.presets import get_preset
 
@@ -49,19 +46,6 @@ CASES: dict[str, dict[str, object]] = {
 }
 READY_TIMEOUT_S = 60.0
 LOCK_WAIT_S = 60.0
-TEMPLATE_DOCKERFILE = next((REPO_ROOT / "template/deploy").glob("*docker*/Dockerfile.jinja"))
-
-
-@pytest.fixture(scope="session")
-def podman() -> Podman:
-    """podman, checked by starting a hardened container; a machine that cannot is a failure
-    that says what to install, never a skip."""
-    try:
-        engine = Podman()
-        preflight(engine, ensure_uv(engine, uv_version(TEMPLATE_DOCKERFILE)))
-    except ContainersUnavailable as exc:
-        pytest.fail(f"containers cannot run on this machine: {exc}", pytrace=False)
-    return engine
 
 
 @dataclass
@@ -110,12 +94,19 @@ def _app_service(built: Built) -> dict[str, Any]:
 @pytest.fixture(scope="module")
 def backing(built: Built) -> Iterator[dict[str, str]]:
     """DATABASE_URL (an empty database) and REDIS_URL on the host, where compose passes them."""
-    wanted = _app_service(built)["environment"]
+    with host_backing(built.root, _app_service(built)["environment"]) as found:
+        yield found
+
+
+@contextmanager
+def host_backing(root: Path, wanted: Collection[str]) -> Iterator[dict[str, str]]:
+    """Of DATABASE_URL and REDIS_URL, those in `wanted`: the project's embedded PostgreSQL
+    (an empty database) and a redis-server on loopback, stopped on exit."""
     found: dict[str, str] = {}
     redis: subprocess.Popen[bytes] | None = None
     try:
         if "DATABASE_URL" in wanted:
-            url = _project_run(built.root, "scripts/devdb.py", "url").strip().splitlines()[-1]
+            url = _project_run(root, "scripts/devdb.py", "url").strip().splitlines()[-1]
             found["DATABASE_URL"] = url
         if "REDIS_URL" in wanted:
             port = _free_port()
@@ -130,7 +121,7 @@ def backing(built: Built) -> Iterator[dict[str, str]]:
             redis.terminate()
             redis.wait(timeout=10)
         if "DATABASE_URL" in found:
-            _project_run(built.root, "scripts/devdb.py", "stop")
+            _project_run(root, "scripts/devdb.py", "stop")
 
 
 def _need(tool: str) -> str:

@@ -9,12 +9,14 @@ from generator.images.podman import (
     hardened,
     preflight,
 )
+from generator.images.systemd import ensure_systemd
 
 __all__ = [
     "ContainersUnavailable",
     "Podman",
     "database_in_container",
     "ensure_base_images",
+    "ensure_systemd",
     "ensure_uv",
     "hardened",
     "preflight",

@@ -132,16 +132,16 @@ def hardened(
     ]
 
 
-def database_in_container(url: str) -> tuple[str, list[str]]:
+def database_in_container(url: str, inside_dir: str = SOCKET_DIR) -> tuple[str, list[str]]:
     """A host PostgreSQL URL as the container reaches it, and the bind mount that makes it
-    reachable: a unix socket is mounted into SOCKET_DIR, a TCP address is used as it is."""
+    reachable: a unix socket is mounted into `inside_dir`, a TCP address is used as it is."""
     parts = urlsplit(url)
     socket_dir = parse_qs(parts.query).get("host", [""])[0]
     if not socket_dir.startswith("/"):
         return url, []  # TCP: --network=host reaches it as it is
     pg_socket = next(Path(socket_dir).glob(".s.PGSQL.*"))
-    inside = parts._replace(query=f"host={SOCKET_DIR}").geturl()
-    return inside, [f"{pg_socket}:{SOCKET_DIR}/{pg_socket.name}"]
+    inside = parts._replace(query=f"host={inside_dir}").geturl()
+    return inside, [f"{pg_socket}:{inside_dir}/{pg_socket.name}"]
 
 
 def preflight(podman: Podman, image: str) -> None:
