@@ -18,6 +18,7 @@ import copier
 import pytest
 from conftest import DEPLOY_SLUG, REPO_ROOT
 from test_container import _free_port, _status, host_backing
+from test_deploy_systemd import MAX_EXPOSURE, directives
 
 from generator.images import Podman, database_in_container, ensure_systemd
 from generator.presets import get_preset
@@ -35,8 +36,6 @@ HOST_CA = "/run/host-ca.crt"
 # systemd's own bounds on a restart (RestartSec=2, TimeoutStartSec=60), plus the watchdog
 # period or a stop; a loaded 2-core machine can take most of them to import two workers.
 RESTART_WAIT_S = 75.0
-# The bound the unit's header and tests/test_deploy_systemd.py hold its file to.
-MAX_EXPOSURE = 2.0
 # The watchdog period the watchdog test sets, instead of the unit's 30 s.
 WATCHDOG_S = 4
 
@@ -190,10 +189,9 @@ def _install(machine: Machine, project: Path, database_url: str, redis_url: str)
     machine.start_s = time.monotonic() - started
 
 
-def directives(unit: Path) -> dict[str, str]:
-    """The unit file's `Key=value` lines, the last value of a repeated key."""
-    lines = unit.read_text(encoding="utf-8").splitlines()
-    return dict(line.split("=", 1) for line in lines if "=" in line and line[0] not in "#[")
+def declared(unit: Path) -> dict[str, str]:
+    """The unit file's directives, the last value of a repeated key (the one systemd keeps)."""
+    return {key: values[-1] for key, values in directives(unit).items()}
 
 
 # ---- the checks -------------------------------------------------------------------------------
@@ -228,7 +226,7 @@ def test_the_service_runs_sandboxed(machine: Machine) -> None:
     # LimitNOFILE=65536, or the container's own hard limit where that is lower (systemd here
     # lacks CAP_SYS_RESOURCE and sets the closest value it may).
     ceiling = _open_files(machine.run("cat", "/proc/1/limits"))[1]
-    wanted = min(int(directives(machine.unit_file)["LimitNOFILE"]), ceiling)
+    wanted = min(int(declared(machine.unit_file)["LimitNOFILE"]), ceiling)
     assert _open_files(machine.run("cat", f"/proc/{main}/limits")) == (wanted, wanted)
     for namespace in ("mnt", "user", "ipc", "uts"):
         own = machine.run("readlink", f"/proc/{main}/ns/{namespace}")
@@ -245,7 +243,7 @@ def _open_files(limits: str) -> tuple[int, int]:
 
 
 def test_systemd_reports_the_units_hardening(machine: Machine) -> None:
-    declared = directives(machine.unit_file)
+    unit = declared(machine.unit_file)
     # Properties systemd reports under the unit file's own name and spelling.
     same = [
         "NoNewPrivileges", "ProtectSystem", "ProtectHome", "PrivateTmp", "PrivateDevices",
@@ -255,15 +253,22 @@ def test_systemd_reports_the_units_hardening(machine: Machine) -> None:
         "LockPersonality", "RemoveIPC", "KeyringMode", "UMask", "PrivateMounts", "DevicePolicy",
         "MemoryDenyWriteExecute", "DynamicUser", "Restart", "NotifyAccess", "KillMode",
     ]  # fmt: skip
-    shown = machine.show(*same, "CapabilityBoundingSet", "AmbientCapabilities",
-                         "RestrictAddressFamilies", "SystemCallArchitectures", "WatchdogUSec",
-                         "LimitNOFILE")  # fmt: skip
-    assert {key: shown[key] for key in same} == {key: declared[key] for key in same}
+    reshaped = ["CapabilityBoundingSet", "AmbientCapabilities", "RestrictAddressFamilies",
+                "SystemCallArchitectures"]  # fmt: skip
+    # The filter itself is checked on the process (a seccomp filter is loaded).
+    on_the_process = {"SystemCallFilter", "SystemCallErrorNumber"}
+    text = machine.unit_file.read_text(encoding="utf-8")
+    hardening = text[text.index("# Hardening") : text.index("[Install]")]
+    lines = [line for line in hardening.splitlines() if "=" in line and line[0] != "#"]
+    keys = {line.split("=", 1)[0] for line in lines}
+    assert keys - {*same, *reshaped, *on_the_process} == set(), "a hardening line goes unchecked"
+    shown = machine.show(*same, *reshaped, "WatchdogUSec", "LimitNOFILE")
+    assert {key: shown[key] for key in same} == {key: unit[key] for key in same}
     assert shown["CapabilityBoundingSet"] == shown["AmbientCapabilities"] == ""
-    assert shown["RestrictAddressFamilies"].split() == declared["RestrictAddressFamilies"].split()
-    assert shown["SystemCallArchitectures"] == declared["SystemCallArchitectures"]
-    assert shown["WatchdogUSec"] == declared["WatchdogSec"] + "s"
-    assert shown["LimitNOFILE"] == declared["LimitNOFILE"]
+    assert shown["RestrictAddressFamilies"].split() == unit["RestrictAddressFamilies"].split()
+    assert shown["SystemCallArchitectures"] == unit["SystemCallArchitectures"]
+    assert shown["WatchdogUSec"] == unit["WatchdogSec"] + "s"
+    assert shown["LimitNOFILE"] == unit["LimitNOFILE"]
 
 
 def _exposure(machine: Machine, *target: str) -> float:
