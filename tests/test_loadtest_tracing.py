@@ -113,7 +113,8 @@ def entry(on_health: Side, on_db: Side, on_every: Side) -> dict[str, Any]:
         row(DEFAULT, DB_READ, off, on_db),
         row(EVERY, DB_READ, off, on_every),
     ]
-    return runner.scenario_report(Outcome(SCENARIO, off, on_health, extra={"tracing": rows}))
+    extra = {"baseline": tracing.BASELINE, "tracing": rows}
+    return runner.scenario_report(Outcome(SCENARIO, off, on_health, extra=extra))
 
 
 def test_the_target_is_both_loads_at_default_sampling_and_100_percent_is_report_only() -> None:
@@ -141,6 +142,13 @@ def test_a_row_with_refusals_fails_the_scenario_and_shows_no_figure(tmp_path: Pa
     assert first["tracing"] == "default (judged)"
     assert first["dropped"] == "2"
     assert second["rps on / off"] == second["CPU off / on"] == "failed"
+
+
+def test_the_report_page_names_the_off_side_and_shows_the_rows() -> None:
+    page = report.page({"scenarios": [entry(side(980, 505), side(950, 520), side(500, 1000))]}, b"")
+    assert "vs service, OTEL_SDK_DISABLED=true" in page
+    assert "<h2>tracing: tracing on / tracing off, both loaded at once</h2>" in page
+    assert "<td>100%</td><td>db-read</td><td>0.500 (0.500-0.500)</td>" in page
 
 
 def test_the_terminal_shows_each_row() -> None:
