@@ -190,8 +190,9 @@ class RateLimiter:
             self.fallback_total += 1
             return await self._hit_memory(item, key)
         try:
-            allowed = await self._redis.hit(item, *key)
-            stats = None if allowed else await self._redis.get_window_stats(item, *key)
+            redis = self._redis
+            allowed = await redis.hit(item, *key)
+            reset_at = None if allowed else await self._reset_at(redis, item, key)
         except StorageError as exc:
             self.fallback_total += 1
             if not self._redis_retry_at:
@@ -204,7 +205,14 @@ class RateLimiter:
         if self._redis_retry_at:
             self._redis_retry_at = 0.0
             logger.warning("rate limit storage is back", extra={"backend": self.backend})
-        return None if stats is None else max(stats.reset_time - time.time(), 0.0)
+        return None if reset_at is None else max(reset_at - time.time(), 0.0)
+
+    async def _reset_at(self, redis: Strategy, item: RateLimitItem, key: tuple[str, ...]) -> float:
+        """When a refused key's window resets (epoch seconds), read from Redis."""
+        if self.strategy_name == "fixed-window":
+            # Only the reset is answered (remaining is 0): one read, not limits' count + expiry.
+            return await redis.storage.get_expiry(item.key_for(*key))
+        return (await redis.get_window_stats(item, *key)).reset_time
 
     async def _hit_memory(self, item: RateLimitItem, key: tuple[str, ...]) -> float | None:
         if self._counters is not None:
