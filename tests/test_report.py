@@ -181,7 +181,7 @@ def test_a_failed_scenario_shows_its_reason_and_no_ratio(tmp_path: Path) -> None
 def test_all_keeps_what_the_features_allow_and_says_why_for_the_rest(tmp_path: Path) -> None:
     project = Project.load(write_project(tmp_path, features=["postgres"]))
     runnable, skipped = runner.runnable_scenarios(project)
-    assert runnable == [*ROUTED_NAMES, "health", "direct", "db-read"]
+    assert runnable == [*ROUTED_NAMES, "health", "direct", "db-read", "db-read-batched"]
     assert set(skipped) == {
         "nginx", "cached-read", "overload", "loop-monitor", "tracing", "container-health",
         "container-db-read",
@@ -255,12 +255,13 @@ def test_all_measures_the_runnable_ones_and_reports_the_skipped(
     printed = out.getvalue()
     assert code == 0, printed
     assert measured == [*ROUTED_NAMES, "health", "direct"]
-    for name in ("nginx", "db-read", "cached-read", "overload", "loop-monitor"):
+    for name in ("nginx", "db-read", "db-read-batched", "cached-read", "overload", "loop-monitor"):
         assert f"skipped {name}: " in printed
     document = json.loads((tmp_path / "report" / "report.json").read_text())
     assert [s["name"] for s in document["skipped"]] == [
         "nginx",
         "db-read",
+        "db-read-batched",
         "cached-read",
         "overload",
         "loop-monitor",
