@@ -103,7 +103,7 @@ def _checkout(root: Path, archive: Path) -> None:
 
 @pytest.fixture(scope="module")
 def machine(project: Path, podman: Podman) -> Iterator[Machine]:
-    """Boot, install as docs/deploy-systemd.md says, `systemctl start`."""
+    """Boot, install as the generated systemd deployment page says, `systemctl start`."""
     python = (project / ".python-version").read_text(encoding="utf-8").strip()
     image = ensure_systemd(podman, python)
     with host_backing(project, ("DATABASE_URL", "REDIS_URL")) as backing:
@@ -156,7 +156,7 @@ def _boot(machine: Machine) -> None:
 
 
 def _install(machine: Machine, project: Path, database_url: str, redis_url: str) -> None:
-    """The steps of the generated docs/deploy-systemd.md, in its order."""
+    """The steps of the generated systemd deployment page, in its order."""
     run = machine.run
     with tempfile.TemporaryDirectory() as tmp:
         archive = Path(tmp) / "checkout.tar"
