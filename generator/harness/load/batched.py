@@ -18,7 +18,7 @@ from contextlib import ExitStack
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
-from generator.harness import apps, servers, wrk
+from generator.harness import apps, servers
 from generator.harness.load.data import ItemRead
 from generator.harness.load.scenario import (
     MAX_ERROR_SHARE,
@@ -26,7 +26,6 @@ from generator.harness.load.scenario import (
     Outcome,
     Side,
     Verdict,
-    add_tasks,
     pair_ratios,
     spread,
 )
@@ -49,13 +48,6 @@ class BatchedRead(ItemRead):
         """The three servers up at once, one run of each in turn, a discarded warm-up first:
         the machine's drift lands on all three alike (see `Scenario.measure`)."""
         path = self.prepare(bench)
-        runs = bench.runs(self)
-        sides = ("baseline", "service", UNBATCHED)
-        tasks = {
-            side: add_tasks(bench.progress, self.name, side, bench.seconds, runs) for side in sides
-        }
-        results: dict[str, list[wrk.WrkResult]] = {side: [] for side in sides}
-        cpu_s: dict[str, list[float]] = {side: [] for side in sides}
         with ExitStack() as stack:
             unbatched_env = bench.service_env(self.unbatched_settings)
             targets = {
@@ -67,15 +59,8 @@ class BatchedRead(ItemRead):
                     )
                 ),
             }
-            for index in range(runs + 1):
-                for side in sides:
-                    task, length = tasks[side][index]
-                    before = targets[side].cpu_s()
-                    run = self.run_once(targets[side], path, task, length, bench)
-                    if index > 0:
-                        cpu_s[side].append(targets[side].cpu_s() - before)
-                        results[side].append(run)
-        baseline, service, unbatched = (Side(tuple(results[s]), tuple(cpu_s[s])) for s in sides)
+            measured = self.alternate(targets, path, bench)
+        baseline, service, unbatched = (measured[s] for s in ("baseline", "service", UNBATCHED))
         return Outcome(
             replace(self, path=path),
             baseline,

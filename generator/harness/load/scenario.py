@@ -260,12 +260,6 @@ class Scenario:
         """
         path = self.prepare(bench)
         sides = ("baseline", "service")
-        runs = bench.runs(self)
-        tasks = {
-            side: add_tasks(bench.progress, self.name, side, bench.seconds, runs) for side in sides
-        }
-        results: dict[str, list[wrk.WrkResult]] = {side: [] for side in sides}
-        cpu_s: dict[str, list[float]] = {side: [] for side in sides}
         with ExitStack() as stack:
             running = {
                 "baseline": stack.enter_context(self.baseline_server(bench)),
@@ -275,16 +269,28 @@ class Scenario:
                 side: stack.enter_context(self.entry(bench, running[side])) for side in sides
             }
             extra = self.before_runs(running, bench)
-            for index in range(runs + 1):  # the warm-up first, discarded
-                for side in sides:
-                    task, length = tasks[side][index]
-                    before = targets[side].cpu_s()
-                    run = self.run_once(targets[side], path, task, length, bench)
-                    if index > 0:
-                        cpu_s[side].append(targets[side].cpu_s() - before)
-                        results[side].append(run)
-        baseline, service = (Side(tuple(results[s]), tuple(cpu_s[s])) for s in sides)
-        return Outcome(replace(self, path=path), baseline, service, extra)
+            measured = self.alternate(targets, path, bench)
+        return Outcome(replace(self, path=path), measured["baseline"], measured["service"], extra)
+
+    def alternate(self, targets: Mapping[str, Target], path: str, bench: Bench) -> dict[str, Side]:
+        """One run of each target in turn, a discarded warm-up first, then `bench.runs`; each
+        run's server CPU read from its whole process tree."""
+        runs = bench.runs(self)
+        tasks = {
+            side: add_tasks(bench.progress, self.name, side, bench.seconds, runs)
+            for side in targets
+        }
+        results: dict[str, list[wrk.WrkResult]] = {side: [] for side in targets}
+        cpu_s: dict[str, list[float]] = {side: [] for side in targets}
+        for index in range(runs + 1):
+            for side, target in targets.items():
+                task, length = tasks[side][index]
+                before = target.cpu_s()
+                run = self.run_once(target, path, task, length, bench)
+                if index > 0:
+                    cpu_s[side].append(target.cpu_s() - before)
+                    results[side].append(run)
+        return {side: Side(tuple(results[side]), tuple(cpu_s[side])) for side in targets}
 
     def prepare(self, bench: Bench) -> str:
         """The path to load, once both sides' data is in place (before any server starts)."""
