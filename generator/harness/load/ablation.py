@@ -28,7 +28,7 @@ from typing import Any
 
 import yaml
 
-from generator.harness import servers, wrk
+from generator.harness import servers
 from generator.harness.load import routed
 from generator.harness.load.scenario import (
     MAX_ERROR_SHARE,
@@ -37,7 +37,6 @@ from generator.harness.load.scenario import (
     Scenario,
     Side,
     Verdict,
-    add_tasks,
     cpu_us_per_request,
     spread,
 )
@@ -147,7 +146,7 @@ class Ablation(Scenario):
     """The routed route on the full stack against each variant of `plan`, pair by pair."""
 
     def measure(self, bench: Bench) -> Outcome:
-        project, runs = bench.project, bench.runs(self)
+        project = bench.project
         variants = plan(project.features)
         rows: list[dict[str, Any]] = []
         sides: dict[str, tuple[Side, Side]] = {}
@@ -169,7 +168,11 @@ class Ablation(Scenario):
                         bench, "off", self._env(bench, tree, FULL_SETTINGS + variant.settings)
                     )
                 with server as off:
-                    on_side, off_side = self._pairs(bench, variant, full, off, runs)
+                    # The full stack and the variant alternated, a discarded warm-up each first.
+                    pair = self.alternate(
+                        {"full": full, "off": off}, self.path, bench, label=f"-{variant.name}"
+                    )
+                on_side, off_side = pair["full"], pair["off"]
                 sides[variant.name] = (on_side, off_side)
                 rows.append(entry_for(variant, on_side, off_side))
         full_side, bare_side = sides[variants[0].name]
@@ -197,33 +200,6 @@ class Ablation(Scenario):
         routes = routed.route_table(bench.project, dict(full_env))
         env = {**os.environ, "BULWARK_STACK": "bare", "BULWARK_ROUTE_TABLE": json.dumps(routes)}
         return servers.serve("off", routed.app_args(), project=bench.project, env=env)
-
-    def _pairs(
-        self,
-        bench: Bench,
-        variant: Variant,
-        full: servers.RunningServer,
-        off: servers.RunningServer,
-        runs: int,
-    ) -> tuple[Side, Side]:
-        """The full stack and the variant alternated, a discarded warm-up each first."""
-        targets = {"full": full, "off": off}
-        tasks = {
-            side: add_tasks(bench.progress, f"-{variant.name}", side, bench.seconds, runs)
-            for side in targets
-        }
-        results: dict[str, list[wrk.WrkResult]] = {side: [] for side in targets}
-        cpu_s: dict[str, list[float]] = {side: [] for side in targets}
-        for index in range(runs + 1):
-            for side, target in targets.items():
-                task, length = tasks[side][index]
-                before = target.cpu_s()
-                run = self.run_once(target, self.path, task, length, bench)
-                if index > 0:
-                    cpu_s[side].append(target.cpu_s() - before)
-                    results[side].append(run)
-        on, off_side = (Side(tuple(results[s]), tuple(cpu_s[s])) for s in targets)
-        return on, off_side
 
     def failure(self, outcome: Outcome, bench: Bench) -> str | None:
         """The main pair's failure, or any variant's pair with too many unexpected answers."""

@@ -272,12 +272,15 @@ class Scenario:
             measured = self.alternate(targets, path, bench)
         return Outcome(replace(self, path=path), measured["baseline"], measured["service"], extra)
 
-    def alternate(self, targets: Mapping[str, Target], path: str, bench: Bench) -> dict[str, Side]:
+    def alternate(
+        self, targets: Mapping[str, Target], path: str, bench: Bench, label: str = ""
+    ) -> dict[str, Side]:
         """One run of each target in turn, a discarded warm-up first, then `bench.runs`; each
-        run's server CPU read from its whole process tree."""
+        run's server CPU read from its whole process tree. `label` names the progress rows
+        (the scenario's name unless given)."""
         runs = bench.runs(self)
         tasks = {
-            side: add_tasks(bench.progress, self.name, side, bench.seconds, runs)
+            side: add_tasks(bench.progress, label or self.name, side, bench.seconds, runs)
             for side in targets
         }
         results: dict[str, list[wrk.WrkResult]] = {side: [] for side in targets}
