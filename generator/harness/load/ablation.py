@@ -31,7 +31,6 @@ import yaml
 from generator.harness import servers
 from generator.harness.load import routed
 from generator.harness.load.scenario import (
-    MAX_ERROR_SHARE,
     Bench,
     Outcome,
     Scenario,
@@ -39,6 +38,7 @@ from generator.harness.load.scenario import (
     Verdict,
     cpu_us_per_request,
     spread,
+    with_failures,
 )
 from generator.harness.project import Project, ServiceError
 
@@ -133,12 +133,7 @@ def entry_for(variant: Variant, full: Side, off: Side) -> dict[str, Any]:
         "error_share_full": round(full.error_share, 6),
         "error_share_off": round(off.error_share, 6),
     }
-    failed = [
-        f"the {name} side had {measured.error_share:.1%} unexpected answers"
-        for name, measured in (("full", full), ("off", off))
-        if measured.error_share > MAX_ERROR_SHARE
-    ]
-    return row | {"failed": "; ".join(failed)} if failed else row
+    return with_failures(row, {"full": full, "off": off})
 
 
 @dataclass(frozen=True, slots=True)

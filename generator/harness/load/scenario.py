@@ -151,6 +151,16 @@ def pair_ratios(baseline: Sequence[wrk.WrkResult], service: Sequence[wrk.WrkResu
     return [s.good_rps / b.good_rps for b, s in zip(baseline, service, strict=True)]
 
 
+def with_failures(row: dict[str, Any], sides: Mapping[str, Side]) -> dict[str, Any]:
+    """`row`, with a `failed` entry naming each side whose unexpected answers pass the bound."""
+    failed = [
+        f"the {name} side had {side.error_share:.1%} unexpected answers"
+        for name, side in sides.items()
+        if side.error_share > MAX_ERROR_SHARE
+    ]
+    return row | {"failed": "; ".join(failed)} if failed else row
+
+
 def spread(values: Sequence[float]) -> dict[str, float]:
     """Median, min and max of per-pair ratios: how far one figure can be trusted."""
     return {

@@ -32,7 +32,6 @@ from typing import Any
 
 from generator.harness import servers, wrk
 from generator.harness.load.scenario import (
-    MAX_ERROR_SHARE,
     WARMUP_S,
     Bench,
     Outcome,
@@ -41,6 +40,7 @@ from generator.harness.load.scenario import (
     Verdict,
     cpu_us_per_request,
     spread,
+    with_failures,
 )
 from generator.harness.machine import WRK_CPU
 from generator.harness.project import ServiceError, seed_item
@@ -222,12 +222,7 @@ def row_for(variant: Variant, load: Load, sampler: str, off: Side, on: Side) -> 
         "error_share_on": round(on.error_share, 6),
         "error_share_off": round(off.error_share, 6),
     }
-    failed = [
-        f"the tracing-{name} side had {measured.error_share:.1%} unexpected answers"
-        for name, measured in (("on", on), ("off", off))
-        if measured.error_share > MAX_ERROR_SHARE
-    ]
-    return row | {"failed": "; ".join(failed)} if failed else row
+    return with_failures(row, {"tracing-on": on, "tracing-off": off})
 
 
 @dataclass(frozen=True, slots=True)
