@@ -1,6 +1,6 @@
 """The embedded PostgreSQL of `make dev`: stopped by `make db-stop` even after a killed client,
-stopped by `exec` when it started it, never started on another major version's data, and
-stood in for by the binaries on PATH where the wheel is missing."""
+stopped by `exec` when it started it (Ctrl-C included), never started on nor joined to another
+major version's data, and stood in for by the binaries on PATH where the wheel is missing."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import asyncpg
@@ -86,22 +87,100 @@ def test_exec_stops_the_server_it_started_when_the_command_ends(postgres_dir: Pa
     assert (data_dir / "PG_VERSION").exists()  # the data stays
 
 
-def test_a_data_directory_of_another_major_version_is_never_started(tmp_path: Path) -> None:
-    data_dir = tmp_path / "postgres"
-    data_dir.mkdir()
-    (data_dir / "PG_VERSION").write_text("16\n", encoding="utf-8")
+def _postgres_16_left_running(data_dir: Path, postmaster: subprocess.Popen[bytes]) -> None:
+    """The files an older project's `make dev` (the `pgserver` wheel) leaves in `.data/postgres`,
+    its server still up: `postmaster` stands in for that server, named in `postmaster.pid`."""
+    for name, text in {
+        "PG_VERSION": "16\n",
+        "base/1/PG_VERSION": "16\n",
+        "global/pg_control": "\0" * 64,
+        "pg_wal/000000010000000000000001": "\0" * 64,
+        "postgresql.conf": "listen_addresses = ''\n",
+        "pg_hba.conf": "local all all trust\n",
+        "postmaster.opts": f"/venv/pgserver/pginstall/bin/postgres -D {data_dir}\n",
+        "postmaster.pid": f"{postmaster.pid}\n{data_dir}\n1700000000\n5432\n{data_dir}\n\n",
+        ".handle_pids.json": f"[{postmaster.pid}]\n",
+    }.items():
+        (data_dir / name).parent.mkdir(parents=True, exist_ok=True)
+        (data_dir / name).write_text(text, encoding="utf-8")
+
+
+def _files(data_dir: Path) -> dict[str, bytes]:
+    return {
+        str(p.relative_to(data_dir)): p.read_bytes() for p in data_dir.rglob("*") if p.is_file()
+    }
+
+
+@pytest.mark.parametrize("action", ["url", "exec"])
+def test_a_postgres_16_data_directory_is_never_started_nor_joined(
+    tmp_path: Path, action: str
+) -> None:
+    """`make db-url` (url) and `make dev` (exec) after `copier update` from PostgreSQL 16: the
+    owner is told what to do, the old server and its files are left as they were, the command
+    never runs, and the printed way to start afresh then works."""
+    data_dir, ran = tmp_path / "postgres", tmp_path / "ran"
     environment = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
-    done = subprocess.run(
-        [sys.executable, str(DEVDB), "--data-dir", str(data_dir), "url"],
+    devdb = [sys.executable, str(DEVDB), "--data-dir", str(data_dir)]
+    command = ["exec", "--migrate", "--", sys.executable, "-c", f"open({str(ran)!r}, 'w')"]
+    # Ends on SIGINT as a postmaster does (its "fast" shutdown), not with a traceback.
+    stand_in = "import signal, time; signal.signal(signal.SIGINT, signal.SIG_DFL); time.sleep(60)"
+    with subprocess.Popen([sys.executable, "-c", stand_in]) as postmaster:
+        # Reaped as soon as it ends, as a real postmaster (no child of ours) would vanish.
+        threading.Thread(target=postmaster.wait, daemon=True).start()
+        try:
+            _postgres_16_left_running(data_dir, postmaster)
+            before = _files(data_dir)
+            done = subprocess.run(
+                [*devdb, *(command if action == "exec" else ["url"])],
+                env=environment,
+                capture_output=True,
+                text=True,
+                check=False,
+            )
+            assert done.returncode != 0
+            assert "holds a PostgreSQL 16 database" in done.stderr
+            assert "cannot open it, so nothing was started" in done.stderr
+            assert 'docs/database.md says under "A data directory from an older PostgreSQL"' in (
+                done.stderr
+            )
+            assert not ran.exists()
+            assert postmaster.returncode is None  # neither stopped nor signalled
+            assert _files(data_dir) == before  # no new server: same postmaster.pid, no socket
+
+            afresh = done.stderr.split("To start afresh (it is development data): ")[1]
+            stop = afresh.splitlines()[0].removeprefix("uv run python scripts/devdb.py ")
+            stop, remove = stop.split(" && ")
+            subprocess.run([sys.executable, str(DEVDB), *stop.split()], check=True)
+            assert postmaster.wait(timeout=10) == -signal.SIGINT
+            assert remove == f"rm -rf {data_dir}"
+        finally:
+            postmaster.kill()
+
+
+def test_ctrl_c_on_exec_stops_the_server_it_started(postgres_dir: Path) -> None:
+    """A terminal's Ctrl-C reaches the whole foreground group (`make dev`, devdb, the service):
+    the server `exec` started stops with them."""
+    data_dir = postgres_dir / "postgres"
+    environment = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
+    serve = "import time; print('serving', flush=True); time.sleep(60)"
+    devdb_exec = [sys.executable, str(DEVDB), "--data-dir", str(data_dir), "exec", "--"]
+    with subprocess.Popen(
+        [*devdb_exec, sys.executable, "-c", serve],
         env=environment,
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,  # the interrupted sleep's traceback
         text=True,
-        check=False,
-    )
-    assert done.returncode != 0
-    assert "holds a PostgreSQL 16 database" in done.stderr
-    assert "docs/database.md" in done.stderr
-    assert sorted(path.name for path in data_dir.iterdir()) == ["PG_VERSION"]
+        start_new_session=True,  # its own group, as a terminal's foreground job is
+    ) as session:
+        assert session.stdout is not None
+        assert session.stdout.readline() == "serving\n"
+        pid = _postmaster_pid(data_dir)
+        os.killpg(session.pid, signal.SIGINT)
+        rest = session.stdout.read()
+        assert session.wait(timeout=60) != 0
+    assert "stopped the embedded PostgreSQL" in rest
+    assert not _alive(pid)
+    assert (data_dir / "PG_VERSION").exists()  # the data stays
 
 
 @pytest.mark.skipif(shutil.which("pg_ctl") is None, reason="no PostgreSQL binaries on PATH")
