@@ -3,7 +3,8 @@ the matrix, every setting is documented with its variable and default and listed
 `.env.example`, no page names a setting the service lacks, and every relative link and every
 `docs/*.md` a file cites resolves. Slow tests then start the full preset to check that every
 metric family it exports is documented, and build one route per feature from the docs' code
-examples alone (ruff, mypy --strict, and the request each page shows)."""
+examples alone (ruff, mypy --strict, the request each page shows, and with metrics on, each new
+route counted under its template)."""
 
 from __future__ import annotations
 
@@ -486,6 +487,7 @@ import socket
 
 import pytest
 from fastapi.testclient import TestClient
+from starlette.routing import Match
 
 from {package}.api import add_routes
 from {package}.api import {modules}
@@ -493,6 +495,8 @@ from {package}.main import create_app
 from {package}.settings import Settings
 
 REQUESTS = {requests!r}
+# With metrics on, a new route is counted under its template with no code of its own.
+METRICS = {metrics!r}
 
 
 def _closed_port() -> int:
@@ -515,6 +519,12 @@ def test_route_from_the_docs(module: str, settings: Settings) -> None:
         for method, path, status in REQUESTS[module]:
             response = client.request(method, path)
             assert response.status_code == status, (path, response.text)
+        if METRICS:
+            exposition = client.get("/metrics").text
+            for method, path, _ in REQUESTS[module]:
+                scope = {{"type": "http", "method": method, "path": path.partition("?")[0]}}
+                [route] = [r for r in app.routes if r.matches(scope)[0] is Match.FULL]
+                assert f'route="{{route.path}}"' in exposition, (path, exposition)
 '''
 
 
@@ -544,6 +554,7 @@ def test_a_route_per_feature_from_the_docs_alone(
             package=package,
             modules=", ".join(sorted(example.module for example in examples)),
             requests={example.module: example.requests for example in examples},
+            metrics=(root / "docs" / "metrics.md").is_file(),
         ),
         encoding="utf-8",
     )
