@@ -1,10 +1,10 @@
 """The generated project's own docs/ (one page per feature and target): for every answer set of
 the matrix, every setting is documented with its variable and default and listed in
-`.env.example`, no page names a setting the service lacks, and every relative link and every
-`docs/*.md` a file cites resolves. Slow tests then start the full preset to check that every
-metric family it exports is documented, and build one route per feature from the docs' code
-examples alone (ruff, mypy --strict, the request each page shows, and with metrics on, each new
-route counted under its template)."""
+`.env.example` (set there only to its default), no page names a setting the service lacks, and
+every relative link and every `docs/*.md` a file cites resolves. Slow tests then start the full
+preset to check that every metric family it exports is documented, and build one route per
+feature from the docs' code examples alone (ruff, mypy --strict, the request each page shows,
+and with metrics on, each new route counted under its template)."""
 
 from __future__ import annotations
 
@@ -234,6 +234,31 @@ def missing_from_env_example(project: Path) -> list[str]:
 def test_env_example_lists_every_setting(rendered: Callable[[str], Path]) -> None:
     missing = {name: missing_from_env_example(rendered(name)) for name in MATRIX}
     assert {name: found for name, found in missing.items() if found} == {}
+
+
+def env_example_not_defaults(project: Path) -> list[str]:
+    """Settings `.env.example` sets (uncommented) to anything but their default; the
+    environment is exempt, the file being for local runs (dev)."""
+    text = (project / ".env.example").read_text(encoding="utf-8")
+    exempt = f"{package_of(project).upper()}_ENVIRONMENT"
+    wrong = []
+    for setting in settings_of(project):
+        for value in re.findall(rf"^{setting.env}=(.*)$", text, re.M):
+            if setting.env != exempt and value != setting.default:
+                wrong.append(f"{setting.env}={value} (default `{setting.default}`)")
+    return wrong
+
+
+def test_env_example_sets_only_defaults(rendered: Callable[[str], Path], tmp_path: Path) -> None:
+    wrong = {name: env_example_not_defaults(rendered(name)) for name in MATRIX}
+    assert {name: found for name, found in wrong.items() if found} == {}
+    project = shutil.copytree(rendered(FULL), tmp_path / "svc")
+    env_example = project / ".env.example"
+    prefix = package_of(project).upper()
+    text = env_example.read_text(encoding="utf-8")
+    wrong_port = text.replace(f"{prefix}_PORT=8000", f"{prefix}_PORT=8080")
+    env_example.write_text(wrong_port, encoding="utf-8")
+    assert env_example_not_defaults(project) == [f"{prefix}_PORT=8080 (default `8000`)"]
 
 
 def test_settings_check_fails_on_a_wrong_default(
