@@ -6,6 +6,8 @@ import logging
 
 from opentelemetry import trace
 
+from .server import UnsampledTrace
+
 
 class TraceIds(logging.Filter):
     """Stamps the ids on the record in the logging task, before the queue hands it to the
@@ -13,7 +15,10 @@ class TraceIds(logging.Filter):
     since their ids lead to no trace."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        span_context = trace.get_current_span().get_span_context()
+        span = trace.get_current_span()
+        if type(span) is UnsampledTrace:
+            return True  # known unsampled: its span id is not drawn for a line that omits it
+        span_context = span.get_span_context()
         if span_context.trace_flags.sampled:
             record.trace_id = format(span_context.trace_id, "032x")
             record.span_id = format(span_context.span_id, "016x")

@@ -109,11 +109,10 @@ class _CountingExporter(SpanExporter):
 
 
 class _PresetTraceIds(RandomIdGenerator):
-    """The SDK's random ids, but a root's trace id is `PRESET_TRACE_ID` when set."""
+    """The SDK's random ids, but a root's trace id is `PRESET_TRACE_ID` when set (and valid)."""
 
     def generate_trace_id(self) -> int:
-        preset = PRESET_TRACE_ID.get()
-        return super().generate_trace_id() if preset is None else preset
+        return PRESET_TRACE_ID.get() or super().generate_trace_id()
 
 
 class _BoundedBatchProcessor(BatchSpanProcessor):
