@@ -356,7 +356,11 @@ def at_once(
         for server in targets.values():
             server.check_alive()
         if done["off"].good_rps <= 0:
-            raise ServiceError(f"tracing: the off side answered nothing on {path}")
+            off = done["off"]
+            raise ServiceError(
+                f"tracing: the off side answered nothing on {path} in {off.requests:,} "
+                f"requests (statuses {dict(off.statuses)}, {off.socket_errors:,} socket errors)"
+            )
         progress.update(
             task,
             advance=length,
