@@ -14,8 +14,12 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
+from fastapi import FastAPI
+from fastapi._body_limit import AppBodyLimitMiddleware  # private: only recognised, never called
+from fastapi.telemetry._asgi import ExceptionTelemetryMiddleware  # idem
+from starlette.middleware.errors import ServerErrorMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .client_address import ClientAddress
@@ -248,3 +252,40 @@ async def _send_internal_error(send: Send, request_id: str, id_header: tuple[byt
         }
     )
     await send({"type": "http.response.body", "body": body})
+
+
+class GatedApp(FastAPI):
+    """FastAPI with the gate as its outermost layer, and FastAPI's own telemetry off.
+
+    The gate observes every request (access log, metrics, spans with the tracing feature):
+    FastAPI's telemetry would count, log and trace them a second time, and cost every request.
+    FastAPI puts three layers outside user middleware; with the gate right inside them, each
+    is a no-op that only costs a frame a request, so `build_middleware_stack` leaves them out:
+    - the 500 fallback, without a handler of its own for 500 or `Exception`: the gate answers
+      every unhandled error as a JSON 500 before the response starts, and after it re-raises,
+      as the fallback would;
+    - the telemetry exception recorder: it records only for a request FastAPI's telemetry
+      observes, and that is off;
+    - the app-wide body limit, without `max_body_size=`: it acts only on a mounted app's
+      requests (the gate bounds bodies, body_limit.py).
+    Middleware added after `create_app` sits outside the gate: then every layer is kept.
+    """
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(telemetry={"tracing": False, "metrics": False, "logs": False}, **kwargs)
+
+    def build_middleware_stack(self) -> ASGIApp:
+        stack = super().build_middleware_stack()
+        layer = stack
+        while not isinstance(layer, Gate):
+            if not self._redundant(layer):
+                return stack
+            layer = layer.app  # type: ignore[attr-defined]  # each redundant kind has one
+        return layer
+
+    def _redundant(self, layer: ASGIApp) -> bool:
+        if isinstance(layer, ServerErrorMiddleware):
+            return layer.handler is None and not layer.debug
+        if isinstance(layer, AppBodyLimitMiddleware):
+            return self.max_body_size is None
+        return isinstance(layer, ExceptionTelemetryMiddleware)

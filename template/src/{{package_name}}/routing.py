@@ -3,7 +3,7 @@
 The framework's router tries every route in order, ~2 µs each (the last of 16 routes cost
 ~31 µs a request, measured on this service). The index keeps, per first path segment, the
 routes whose path starts with that segment plus every route it cannot index (a parameter in
-the first segment, a mount, a host, any other kind of route), in registration order; the
+the first segment, a mount, a host, a route class with its own `matches`), in order; the
 framework's own router code then runs over that short list. A route left out cannot match the
 request's path, so which route wins, 405 with its Allow header, slash redirects, mounts, 404s
 and `scope["route"]`/`scope["path_params"]`/`scope["endpoint"]` are the framework's, unchanged.
@@ -22,8 +22,9 @@ from starlette._utils import get_route_path  # the routes' own reading of the pa
 from starlette.routing import BaseRoute, Route, Router
 from starlette.types import Receive, Scope, Send
 
-# Exact types only: a subclass may match on more than its path.
-_BY_PATH = (Route, APIRoute)
+# Routes whose `matches` is one of these read nothing but the path and method; a subclass that
+# keeps it (a custom `route_class` changing how requests are handled) is indexed too.
+_PATH_MATCHERS = (Route.matches, APIRoute.matches)
 
 RouterApp = Callable[[Any, Scope, Receive, Send], Awaitable[None]]
 
@@ -35,7 +36,7 @@ def first_segment(path: str) -> str:
 
 def _indexed_segment(route: BaseRoute) -> str | None:
     """The static first segment every path the route matches starts with; None if unknown."""
-    if type(route) not in _BY_PATH:
+    if type(route).matches not in _PATH_MATCHERS:
         return None
     segment = first_segment(route.path)  # type: ignore[attr-defined]  # both types have one
     return None if "{" in segment else segment
