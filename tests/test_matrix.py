@@ -60,6 +60,7 @@ def test_every_answer_set_passes_its_own_checks(matrix_run: tuple[int, Path]) ->
     code, run_dir = matrix_run
     report = json.loads((run_dir / "matrix.json").read_text(encoding="utf-8"))
     failures = [(s["name"], s["failed_step"], s["log"]) for s in report["sets"] if not s["ok"]]
-    assert failures == []
+    # The whole log of each failed set: pytest's diff of the list would cut it short.
+    assert failures == [], "\n\n".join(f"{name}, {step}:\n{log}" for name, step, log in failures)
     assert code == 0
     assert report["passed"] == len(answer_sets())
