@@ -356,10 +356,10 @@ def at_once(
         for server in targets.values():
             server.check_alive()
         if done["off"].good_rps <= 0:
-            off = done["off"]
+            got = done["off"]
             raise ServiceError(
-                f"tracing: the off side answered nothing on {path} in {off.requests:,} "
-                f"requests (statuses {dict(off.statuses)}, {off.socket_errors:,} socket errors)"
+                f"tracing: the off side answered nothing on {path} in {got.requests:,} "
+                f"requests (statuses {dict(got.statuses)}, {got.socket_errors:,} socket errors)"
             )
         progress.update(
             task,
