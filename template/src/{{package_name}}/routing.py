@@ -10,6 +10,8 @@ and `scope["route"]`/`scope["path_params"]`/`scope["endpoint"]` are the framewor
 Routes added at any time (`app.include_router` after start) are seen: the index puts a list
 that flags its own changes in `router.routes`, so a request checks one flag (and that the list
 is still the router's) instead of comparing the list (~1 µs a request at 200 routes).
+Each time it indexes, it gives every eligible route the fast handler (fast_handler.py), so a
+route added late gets it too.
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ from fastapi.routing import APIRoute
 from starlette._utils import get_route_path  # the routes' own reading of the path: no drift
 from starlette.routing import BaseRoute, Route, Router
 from starlette.types import Receive, Scope, Send
+
+from .fast_handler import use_fast_handler
 
 # Routes whose `matches` is one of these read nothing but the path and method; a subclass that
 # keeps it (a custom `route_class` changing how requests are handled) is indexed too.
@@ -106,6 +110,8 @@ class RouteIndex:
             # as the app is built, before anyone else holds one.
             routes = self.router.routes = _FlaggedRoutes(routes)
         routes.changed = False
+        for route in routes:
+            use_fast_handler(route)
         segments = {_indexed_segment(route) for route in routes} - {None}
         self._by_segment = {
             segment: _Candidates(
