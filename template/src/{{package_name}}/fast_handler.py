@@ -3,11 +3,13 @@
 FastAPI's handler for a route does the same generic work for every request: two exit stacks,
 a dependency loop, header, cookie and body parameters, telemetry hooks, the endpoint's source
 location for error messages, a sub-response's status and headers to merge. A route taking only
-path and query parameters, with no dependencies and no streaming, uses none of it: the route
-index gives such a route this handler instead (~40 % of FastAPI's work a request, measured
-here). It keeps FastAPI's own pieces for what the client sees: parameters validated by
-FastAPI's function, the response validated and serialised by the route's response field, the
-route's response class and status code. Anything off the happy path is FastAPI's:
+path and query parameters, with no dependencies and no streaming, uses none of it, and FastAPI
+also works out each parameter's keys and kind again on every request. The route index gives
+such a route this handler instead: the whole routed request went from ~580,000 to ~280,000
+instructions (counted in process). It keeps FastAPI's own pieces for what the client sees:
+parameters read as FastAPI reads them and validated by their FastAPI fields, the response
+validated and serialised by the route's response field, the route's response class and status
+code. Anything off the happy path is FastAPI's:
 - a request whose parameters fail validation is handed to FastAPI's handler (no endpoint has
   run yet), which answers it as it would have;
 - an exception from the endpoint or the response goes through Starlette's exception-handling
@@ -217,7 +219,8 @@ class FastHandler:
             if self._is_coroutine:
                 content = await self._call(**values)
             else:
-                content = await run_in_threadpool(self._call, **values)
+                # A partial: an endpoint's parameter may be called `func`, as the pool's own.
+                content = await run_in_threadpool(functools.partial(self._call, **values))
             if isinstance(content, Response):
                 request = Request(scope, receive, send)
                 await wrap_app_handling_exceptions(content, request)(scope, receive, send)
