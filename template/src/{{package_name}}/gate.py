@@ -82,13 +82,13 @@ class Timer(Protocol):
 class Tracer(Protocol):
     """Opens each request's server span, current in the request's task while it runs."""
 
-    def start(self, scope: Scope, context: RequestContext) -> None:
-        """Open the span (a caller's `traceparent` as its parent) and make it current."""
+    def start(self, scope: Scope, context: RequestContext) -> Any:
+        """Open the span (a caller's `traceparent` as its parent) and make it current; what
+        `end` takes, or None when there is nothing to end (a trace left unsampled)."""
         ...
 
-    def end(self, scope: Scope, status: int) -> None:
-        """Name the current span after the route template, record the status, end it; must
-        not raise."""
+    def end(self, span: Any, scope: Scope, status: int) -> None:
+        """Name `span` after the route template, record the status, end it; must not raise."""
         ...
 
 
@@ -165,8 +165,7 @@ class Gate:
         started_at = time.monotonic()
         context = self.request_ids.assign(scope, started_at)
         tracer = self.tracer
-        if tracer is not None:
-            tracer.start(scope, context)
+        span = None if tracer is None else tracer.start(scope, context)
         in_flight = self.in_flight
         in_flight.count += 1
         request_id = context.request_id
@@ -226,8 +225,8 @@ class Gate:
         finally:
             for guard in guards[:admitted]:
                 guard.release(scope)
-            if tracer is not None:
-                tracer.end(scope, status or 500)
+            if span is not None and tracer is not None:
+                tracer.end(span, scope, status or 500)
             duration_s = time.monotonic() - started_at
             in_flight.count -= 1
             if self.observers:

@@ -3,14 +3,16 @@
 Not opentelemetry-instrumentation-asgi: that is one more middleware layer with its own send
 wrapper and a span per response message; the gate already has the request id, the route
 template and the status, so the span costs only the SDK's own work (docs/tracing.md has the
-figures). A request that starts a trace and is not sampled does not even pay that: the ratio
-sampler's test is made here first, on a trace id drawn as the SDK draws it, and the request
-carries only that id; its span id is drawn if something asks for it.
+figures). A request the sampler would drop does not even pay that: with the pipeline's
+parent-based ratio sampler the decision is made here first, as the SDK would make it (a
+caller's unsampled trace is followed, a new trace is tested on a trace id drawn as the SDK
+draws it), and a dropped request carries only its trace id; its span id is drawn if something
+asks for it.
 """
 
 from __future__ import annotations
 
-from contextvars import ContextVar
+import re
 from random import getrandbits
 
 from opentelemetry import context as otel_context
@@ -19,6 +21,7 @@ from opentelemetry.context import Context
 from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
 from opentelemetry.sdk.trace.sampling import TraceIdRatioBased
 from opentelemetry.trace import (
+    INVALID_SPAN,
     NonRecordingSpan,
     Span,
     SpanContext,
@@ -26,41 +29,85 @@ from opentelemetry.trace import (
     Status,
     StatusCode,
     TraceFlags,
+    TraceState,
 )
-from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from starlette.types import Scope
 
 from ...gate import route_template
 from ..request_id import RequestContext
 from .pipeline import PRESET_TRACE_ID
 
-_CARRIED = (b"traceparent", b"tracestate")
 _ERROR = Status(StatusCode.ERROR)
 _IDS = RandomIdGenerator()
-# What the SDK's ratio sampler compares with its bound, and how it flags a dropped root.
+# What the SDK's ratio sampler compares with its bound.
 _LOW_64_BITS = TraceIdRatioBased.TRACE_ID_LIMIT
-_NOT_SAMPLED = TraceFlags(TraceFlags.RANDOM_TRACE_ID)
-# The request's span when the SDK made it, so `end` finds it without the OpenTelemetry context.
-_SDK_SPAN: ContextVar[Span | None] = ContextVar("sdk_server_span", default=None)
+# How the SDK flags a trace it does not sample: never sampled, random-id bit as the trace's.
+_NOT_SAMPLED = TraceFlags(TraceFlags.DEFAULT)
+_NOT_SAMPLED_RANDOM = TraceFlags(TraceFlags.RANDOM_TRACE_ID)
+# The one key the OpenTelemetry API keeps the current span under.
+(_SPAN_KEY,) = trace.set_span_in_context(INVALID_SPAN, Context())
+# W3C `traceparent` as the SDK's propagator matches it, on the header's bytes; both headers
+# are ignored beyond the propagator's lengths.
+_TRACEPARENT = re.compile(
+    rb"^[ \t]*([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})(?:(-.*)|[ \t]*)$"
+)
+_TRACEPARENT_MAX = 512
+_TRACESTATE_MAX = 8192
+
+
+def parse_traceparent(value: bytes) -> tuple[int, int, int] | None:
+    """A `traceparent`'s trace id, parent span id and flags; None when the SDK's propagator
+    would ignore it (malformed, all-zero ids, version ff, or 00 with more fields)."""
+    if len(value) > _TRACEPARENT_MAX:
+        return None
+    match = _TRACEPARENT.match(value)
+    if match is None:
+        return None
+    version, trace_hex, span_hex, flags, more = match.groups()
+    if version == b"ff" or (more is not None and version == b"00"):
+        return None
+    trace_id, span_id = int(trace_hex, 16), int(span_hex, 16)
+    if not trace_id or not span_id:
+        return None
+    return trace_id, span_id, int(flags, 16)
+
+
+def parse_tracestate(value: bytes | None) -> TraceState | None:
+    """A `tracestate` (its lines joined by commas) as the SDK's propagator reads it."""
+    if value is None or len(value) > _TRACESTATE_MAX:
+        return None
+    return TraceState.from_header([value.decode("latin-1")])
 
 
 class UnsampledTrace(NonRecordingSpan):
-    """A new trace the gate did not sample, current for the request: a trace id and no more.
+    """A trace the gate did not sample, current for the request: its trace id and no more.
 
-    Its span id and `SpanContext` are made on the first `get_span_context()` (an outbound
-    call's `traceparent`, a child span, a log line), which most requests never make; from then
-    on they stay the same, so every call of the request carries the same parent.
+    Its span id and `SpanContext` (with the caller's `tracestate`, if any) are made on the first
+    `get_span_context()` (an outbound call's `traceparent`, a child span, a log line), which
+    most requests never make; from then on they stay the same, so every call of the request
+    carries the same parent.
     """
 
-    def __init__(self, trace_id: int) -> None:  # no super(): the context is made on demand
+    def __init__(
+        self,
+        trace_id: int,
+        trace_flags: TraceFlags = _NOT_SAMPLED_RANDOM,
+        tracestate: bytes | None = None,
+    ) -> None:  # no super(): the context is made on demand
         self._trace_id = trace_id
+        self._trace_flags = trace_flags
+        self._tracestate = tracestate
         self._made: SpanContext | None = None
 
     def get_span_context(self) -> SpanContext:
         made = self._made
         if made is None:
             made = self._made = SpanContext(
-                self._trace_id, _IDS.generate_span_id(), is_remote=False, trace_flags=_NOT_SAMPLED
+                self._trace_id,
+                _IDS.generate_span_id(),
+                is_remote=False,
+                trace_flags=self._trace_flags,
+                trace_state=parse_tracestate(self._tracestate),
             )
         return made
 
@@ -71,47 +118,65 @@ class UnsampledTrace(NonRecordingSpan):
 class ServerSpans:
     """The gate's tracer: one SERVER span per request, current in the request's task.
 
-    A caller's W3C `traceparent`/`tracestate` make the span its child and carry its sampling
-    decision; without them the sampler decides. With `root_sample_ratio` (the pipeline's
-    parent-based ratio sampler; None for any other) a new trace's decision is made here, on a
-    trace id drawn as the SDK draws it: a dropped one becomes an `UnsampledTrace` at once, a
-    sampled one goes to the SDK with that trace id, on which its sampler decides alike. Each
-    request runs in its own task, so the span stays current until the task ends, as the request
-    context does (request_id.py).
+    A caller's W3C `traceparent`/`tracestate` (read in the gate's pass over the headers, see
+    request_id.py) make the span its child and carry its sampling decision; without them the
+    sampler decides. With `root_sample_ratio` (the pipeline's parent-based ratio sampler; None
+    for any other) the gate decides what that sampler would drop: a caller's unsampled trace,
+    and a new trace whose id, drawn as the SDK draws it, fails the ratio; both become an
+    `UnsampledTrace` at once. A sampled new trace goes to the SDK with that trace id, on which
+    its sampler decides alike. Each request runs in its own task, so the span stays current
+    until the task ends, as the request context does (request_id.py).
     """
 
     def __init__(self, tracer: trace.Tracer, root_sample_ratio: float | None = None) -> None:
         self._tracer = tracer
-        self._propagator = TraceContextTextMapPropagator()
         self._root_bound = (
             None
             if root_sample_ratio is None
             else TraceIdRatioBased.get_bound_for_rate(root_sample_ratio)
         )
 
-    def start(self, scope: Scope, context: RequestContext) -> None:
-        carrier: dict[str, str] = {}
-        for name, value in scope["headers"]:
-            if name in _CARRIED:
-                carrier[name.decode("latin-1")] = value.decode("latin-1")
-        if carrier:  # most requests carry none: no parsing at all then
-            self._start_span(scope, context, self._propagator.extract(carrier))
-            return
-        if self._root_bound is None:
-            self._start_span(scope, context, None)
-            return
-        trace_id = getrandbits(128)  # the SDK's draw, without its call (pipeline.py handles 0)
-        if trace_id & _LOW_64_BITS >= self._root_bound:
-            # Not recorded: only the trace id, so the calls it makes carry the trace on, unsampled.
-            otel_context.attach(trace.set_span_in_context(UnsampledTrace(trace_id)))
-            return
-        token = PRESET_TRACE_ID.set(trace_id)
-        try:
-            self._start_span(scope, context, None)
-        finally:
-            PRESET_TRACE_ID.reset(token)
+    def start(self, scope: Scope, context: RequestContext) -> Span | None:
+        traceparent = context.traceparent
+        caller = None if traceparent is None else parse_traceparent(traceparent)
+        if caller is not None:
+            trace_id, span_id, flags = caller
+            if flags & TraceFlags.SAMPLED or self._root_bound is None:
+                parent = SpanContext(
+                    trace_id,
+                    span_id,
+                    is_remote=True,
+                    trace_flags=TraceFlags(flags),
+                    trace_state=parse_tracestate(context.tracestate),
+                )
+                # As the propagator hands it over: the caller's span alone in a new context.
+                remote = trace.set_span_in_context(NonRecordingSpan(parent), Context())
+                return self._start_span(scope, context, remote)
+            random_id = flags & TraceFlags.RANDOM_TRACE_ID
+            span = UnsampledTrace(
+                trace_id, _NOT_SAMPLED_RANDOM if random_id else _NOT_SAMPLED, context.tracestate
+            )
+        elif self._root_bound is None:
+            return self._start_span(scope, context, None)
+        else:
+            trace_id = getrandbits(128)  # the SDK's draw, without its call (pipeline.py handles 0)
+            if trace_id & _LOW_64_BITS < self._root_bound:
+                token = PRESET_TRACE_ID.set(trace_id)
+                try:
+                    return self._start_span(scope, context, None)
+                finally:
+                    PRESET_TRACE_ID.reset(token)
+            span = UnsampledTrace(trace_id)
+        # Not recorded: only the trace id current, so the calls it makes carry the trace on,
+        # unsampled. `set_span_in_context` alone would fetch and copy the current context in
+        # four calls; a request's is empty unless an outer layer attached one.
+        current = otel_context.get_current()
+        otel_context.attach(
+            trace.set_span_in_context(span, current) if current else Context({_SPAN_KEY: span})
+        )
+        return None
 
-    def _start_span(self, scope: Scope, context: RequestContext, parent: Context | None) -> None:
+    def _start_span(self, scope: Scope, context: RequestContext, parent: Context | None) -> Span:
         method = scope["method"]
         span = self._tracer.start_span(
             method,  # renamed at the end, once routing has found the route template
@@ -124,12 +189,9 @@ class ServerSpans:
             },
         )
         otel_context.attach(trace.set_span_in_context(span))
-        _SDK_SPAN.set(span)
+        return span
 
-    def end(self, scope: Scope, status: int) -> None:
-        span = _SDK_SPAN.get()
-        if span is None:
-            return  # an unsampled new trace: nothing was started, nothing to end
+    def end(self, span: Span, scope: Scope, status: int) -> None:
         if span.is_recording():
             route = route_template(scope)
             span.update_name(f"{scope['method']} {route}")
