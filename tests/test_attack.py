@@ -1,10 +1,14 @@
-"""The abuse suite: its verdicts on canned figures, the attacker's socket against a tiny server,
-usage errors, and every attack end to end against a real rendered `full` sample."""
+"""The abuse suite: its verdicts on canned figures, the attacker's socket and the legitimate
+clients against tiny servers, usage errors, and every attack end to end against a real rendered
+`full` sample."""
 
 from __future__ import annotations
 
 import asyncio
+import http.server
 import json
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,6 +19,7 @@ from test_loadtest import HAVE_LOAD_TOOLS, quiet_console
 from generator.cli import main
 from generator.harness import nginx
 from generator.harness.abuse import wire
+from generator.harness.abuse.legit import legit_clients
 from generator.harness.abuse.runner import run_attack
 from generator.harness.abuse.scenario import (
     ANSWER_MAX_BYTES,
@@ -205,6 +210,46 @@ def test_a_slow_client_the_server_keeps_waiting_on_is_held_to_the_end() -> None:
             return await wire.trickle(port, b"GET / HTTP/1.1\r\nX: ", every_s=0.1, until=until)
 
     assert asyncio.run(scenario()) == wire.Answer(None, 0, "held")
+
+
+class _Ok(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def do_GET(self) -> None:
+        self.send_response(200)
+        self.send_header("Content-Length", "2")
+        self.end_headers()
+        self.wfile.write(b"ok")
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_legitimate_clients_keep_asking_while_the_attackers_loop_is_stuck() -> None:
+    """They run in their own process: a busy attack in the harness's loop (here a blocked loop)
+    neither stops them nor adds its wait to their latency."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Ok)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+
+    async def scenario() -> tuple[float, float, list[Sample]]:
+        async with legit_clients(url, "/items/1") as legit:
+            await asyncio.sleep(0.3)
+            stuck_s = time.monotonic() - legit.zero
+            time.sleep(1.0)  # noqa: ASYNC251 - the attackers' loop, stuck on purpose
+            freed_s = time.monotonic() - legit.zero
+            await asyncio.sleep(0.2)
+        return stuck_s, freed_s, legit.samples
+
+    try:
+        stuck_s, freed_s, samples = asyncio.run(scenario())
+    finally:
+        server.shutdown()
+    during = [s for s in samples if stuck_s <= s.sent_s < freed_s]
+    # Two lanes at ~50 a second: ~100 while the loop was stuck; none if they shared it.
+    assert len(during) >= 20
+    assert all(s.status == 200 for s in samples)
+    assert {s.lane for s in samples} == {"legit-0", "legit-1"}
 
 
 # --- configuration and usage -----------------------------------------------------------------

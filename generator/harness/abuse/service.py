@@ -3,8 +3,9 @@
 `python -m <package>` in prod mode on the server core (as `bulwark chaos` runs it), optionally
 behind the project's own nginx site on the harness's core; the settings a deployment config
 ships are read from the rendered file itself, so the attack hits what would be deployed.
-Legitimate clients are the chaos probe's paced lanes; the service's own figures come from its
-`/metrics` on the app port (nginx refuses that path to outsiders).
+Legitimate clients are the chaos probe's paced lanes, in a process of their own (legit.py);
+the service's own figures come from its `/metrics` on the app port (nginx refuses that path to
+outsiders).
 """
 
 from __future__ import annotations
@@ -21,8 +22,9 @@ from typing import Generic, TypeVar
 import httpx
 
 from generator.harness import nginx, servers
+from generator.harness.abuse.legit import legit_clients
 from generator.harness.abuse.scenario import Context
-from generator.harness.chaos.probe import Probe, Sample, probing
+from generator.harness.chaos.probe import Sample
 from generator.harness.machine import WRK_CPU
 
 T = TypeVar("T")
@@ -30,9 +32,10 @@ T = TypeVar("T")
 # Settings the harness decides whatever a deployment file says: where and how it listens.
 _HARNESS_OWNED = frozenset({"ENVIRONMENT", "HOST", "PORT", "WORKERS"})
 _ASSIGNMENT = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)=(.*)$")
-# Two legitimate clients, each a keep-alive connection reading the seeded item ~50 times a second.
-_LANES = 2
-# Seconds of legitimate traffic alone before an attack: the unloaded figure.
+# Seconds of legitimate traffic before an attack that count for nothing: each client's first
+# requests open its connections (and nginx's to the app), which no later request pays.
+WARMUP_S = 0.5
+# Seconds of legitimate traffic alone after the warm-up: the unloaded figure.
 BASELINE_S = 2.0
 
 
@@ -103,17 +106,15 @@ class Measured(Generic[T]):
 
 
 async def under_attack(base_url: str, path: str, attack: Awaitable[T]) -> Measured[T]:
-    """Legitimate clients on `base_url` + `path` for BASELINE_S alone, then through `attack`."""
-    zero = time.monotonic()
-    lanes = [(f"legit-{n}", path) for n in range(_LANES)]
-    probe = Probe(base_url, lanes, zero=zero, timeout_s=5.0)
-    async with probing(probe):
-        await asyncio.sleep(BASELINE_S)
-        started_s = time.monotonic() - zero
+    """Legitimate clients on `base_url` + `path`: warmed up, alone for BASELINE_S, then through
+    `attack` (run in this loop; the clients run in their own process, see legit.py)."""
+    async with legit_clients(base_url, path) as legit:
+        await asyncio.sleep(WARMUP_S + BASELINE_S)
+        started_s = time.monotonic() - legit.zero
         outcome = await attack
-        ended_s = time.monotonic() - zero
-    baseline = [s for s in probe.samples if s.sent_s < BASELINE_S]
-    attacked = [s for s in probe.samples if started_s <= s.sent_s < ended_s]
+        ended_s = time.monotonic() - legit.zero
+    baseline = [s for s in legit.samples if WARMUP_S <= s.sent_s < WARMUP_S + BASELINE_S]
+    attacked = [s for s in legit.samples if started_s <= s.sent_s < ended_s]
     return Measured(baseline, attacked, outcome)
 
 
