@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import pytest
 from test_loadtest import result
 
+from generator.harness import wrk
 from generator.harness.load import overload
 from generator.harness.wrk import WrkError
 
@@ -29,8 +38,12 @@ def fake_wrk(monkeypatch: pytest.MonkeyPatch, stdout: str) -> list[list[str]]:
 
     def run(command: list[str], **kwargs: object) -> subprocess.CompletedProcess[str]:
         commands.append(command)
-        assert kwargs["env"]["BULWARK_OVERLOAD_DELAY_MS"] == str(overload.DELAY_MS)  # type: ignore[index]
-        assert kwargs["env"]["BULWARK_OVERLOAD_INTERVAL_MS"] == str(overload.INTERVAL_MS)  # type: ignore[index]
+        env = kwargs["env"]
+        assert isinstance(env, dict)
+        assert env["BULWARK_OVERLOAD_DELAY_MS"] == str(overload.DELAY_MS)
+        assert env["BULWARK_OVERLOAD_INTERVAL_MS"] == str(overload.INTERVAL_MS)
+        # -cN: the Lua script spreads the N connections' first requests over one pause.
+        assert env["BULWARK_OVERLOAD_CONNECTIONS"] == command[command.index("wrk") + 2][2:]
         return subprocess.CompletedProcess(command, 0, stdout=stdout, stderr="")
 
     monkeypatch.setattr(subprocess, "run", run)
@@ -88,7 +101,8 @@ def test_reported_fields_come_from_the_median_service_run() -> None:
 
     service = [run(800, 9.0, 0), run(900, 1.5, 2), run(1000, 8.0, 1)]
     baseline = [run(140, 0, 0)] * 3
-    figures = overload.figures(service, result(80, 52.0), baseline)
+    figures = overload.figures(service, result(80, 52.0), baseline, realtime=True)
+    assert figures["realtime"] is True
     assert figures["shed_p99_ms"] == 1.5
     assert figures["admitted_p99_ms"] == 55.0
     assert figures["unloaded_p99_ms"] == 52.0
@@ -96,3 +110,81 @@ def test_reported_fields_come_from_the_median_service_run() -> None:
     assert figures["offered_over_capacity"] == round(
         900 / (overload.POOL_SIZE / overload.SLOW_S), 2
     )
+
+
+def test_wrk_runs_in_the_realtime_class_when_asked(monkeypatch: pytest.MonkeyPatch) -> None:
+    marker = (
+        'BULWARK_OVERLOAD {"shed": 1, "admitted": 1, "other": 0, '
+        '"shed_p99_ms": 1.0, "admitted_p99_ms": 60.0, "series": []}\n'
+    )
+    commands = fake_wrk(monkeypatch, WRK_REPORT + marker)
+    overload.run_overload("http://x/slow", duration_s=3, connections=64, cpu=1, realtime=True)
+    overload.run_overload("http://x/slow", duration_s=3, connections=64, cpu=1)
+    assert commands[0][:3] == ["chrt", "--rr", str(wrk.REALTIME_PRIORITY)]
+    assert commands[1][0] == "taskset"
+
+
+def test_realtime_moves_every_thread_of_the_process(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[tuple[int, int, int]] = []
+
+    def record(tid: int, policy: int, param: os.sched_param) -> None:
+        calls.append((tid, policy, param.sched_priority))
+
+    monkeypatch.setattr(os, "sched_setscheduler", record)
+    tids = {int(task.name) for task in Path(f"/proc/{os.getpid()}/task").iterdir()}
+    assert overload.realtime(os.getpid())
+    assert {tid for tid, _, _ in calls} == tids
+    assert {(policy, priority) for _, policy, priority in calls} == {
+        (os.SCHED_RR, wrk.REALTIME_PRIORITY)
+    }
+
+
+def test_realtime_is_false_when_not_permitted(monkeypatch: pytest.MonkeyPatch) -> None:
+    def refuse(tid: int, policy: int, param: os.sched_param) -> None:
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(os, "sched_setscheduler", refuse)
+    assert not overload.realtime(os.getpid())
+
+
+@contextmanager
+def first_requests_logged(first: dict[int, float]) -> Iterator[int]:
+    """A keep-alive server answering 503, noting when each connection's first request came."""
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_GET(self) -> None:
+            first.setdefault(self.client_address[1], time.monotonic())
+            self.send_response(503)
+            self.send_header("Content-Length", "2")
+            self.end_headers()
+            self.wfile.write(b"no")
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield httpd.server_address[1]
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+@pytest.mark.load
+@pytest.mark.skipif(shutil.which("wrk") is None, reason="needs wrk")
+def test_the_connections_first_requests_are_spread_over_one_pause() -> None:
+    """Not all in the same millisecond, as wrk's one pause before every request would send them."""
+    first: dict[int, float] = {}
+    with first_requests_logged(first) as port:
+        run = overload.run_overload(
+            f"http://127.0.0.1:{port}/slow", duration_s=1, connections=4, cpu=1
+        )
+    assert run.shed > 0
+    assert len(first) == 4
+    sent = sorted(first.values())
+    # Connection k of 4 waits k/4 of the pause: 15 ms apart at a 60 ms pause.
+    assert (sent[-1] - sent[0]) * 1000 >= overload.DELAY_MS / 2

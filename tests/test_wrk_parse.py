@@ -17,7 +17,13 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from generator.harness.wrk import WrkError, parse_wrk, run_wrk, wrk_command
+from generator.harness.wrk import (
+    REALTIME_PRIORITY,
+    WrkError,
+    parse_wrk,
+    run_wrk,
+    wrk_command,
+)
 
 CLEAN = """\
 Running 2s test @ http://127.0.0.1:18765/
@@ -253,6 +259,11 @@ def test_command_pins_one_thread_to_the_given_core() -> None:
         "--latency",
         "http://127.0.0.1:8000/health",
     ]
+
+
+def test_a_realtime_command_runs_wrk_in_the_round_robin_class() -> None:
+    command = wrk_command("http://x/", duration_s=1, connections=1, cpu=1, realtime=True)
+    assert command[:4] == ["chrt", "--rr", str(REALTIME_PRIORITY), "taskset"]
 
 
 @pytest.mark.skipif(shutil.which("wrk") is None, reason="needs wrk")

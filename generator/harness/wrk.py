@@ -34,6 +34,9 @@ _RPS = re.compile(rf"^Requests/sec:\s+{_NUMBER}", re.MULTILINE)
 _SOCKET_ERRORS = re.compile(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)")
 _NON_2XX_3XX = re.compile(r"Non-2xx or 3xx responses: (\d+)")
 _STATUS_MARKER = "BULWARK_STATUSES "
+# The real-time round-robin priority a latency scenario may give wrk and its server: the
+# lowest, ahead of every normal process and behind the kernel's own real-time threads.
+REALTIME_PRIORITY = 1
 
 
 class WrkError(RuntimeError):
@@ -142,14 +145,17 @@ def wrk_command(
     threads: int = 1,
     script: Path | None = None,
     timeout_s: int | None = None,
+    realtime: bool = False,
 ) -> list[str]:
     """One wrk thread on one pinned core: the server gets the other core to itself.
 
     A Lua `script` that times each request needs one connection per thread (`threads`).
     `timeout_s` replaces wrk's 2 s, past which it counts an unanswered request as an error
-    again every 2 s.
+    again every 2 s. `realtime` runs wrk's threads in SCHED_RR at REALTIME_PRIORITY (chrt,
+    which needs CAP_SYS_NICE): no normal process on its core then delays their wake-ups.
     """
     return [
+        *(["chrt", "--rr", str(REALTIME_PRIORITY)] if realtime else []),
         "taskset",
         "-c",
         str(cpu),
@@ -172,15 +178,22 @@ def run_wrk(
     cpu: int,
     tick: Callable[[float], None] | None = None,
     expect: Collection[int] = (200,),
+    realtime: bool = False,
 ) -> WrkResult:
     """Run wrk to completion, calling `tick(elapsed_s)` a few times a second for progress.
 
-    Answers are counted by status; those in `expect` are the good ones (`WrkResult.good`).
+    Answers are counted by status; those in `expect` are the good ones (`WrkResult.good`);
+    `realtime` as in `wrk_command`.
     wrk takes whole seconds (`-d2.5s` runs 2 s), hence the int. wrk is killed if it outlives
     the duration by `_GRACE_S`, or if this call is interrupted.
     """
     command = wrk_command(
-        url, duration_s=duration_s, connections=connections, cpu=cpu, script=STATUS_SCRIPT
+        url,
+        duration_s=duration_s,
+        connections=connections,
+        cpu=cpu,
+        script=STATUS_SCRIPT,
+        realtime=realtime,
     )
     env = {**os.environ, "BULWARK_EXPECT": ",".join(map(str, sorted(expect)))}
     started = time.monotonic()

@@ -23,9 +23,17 @@ local pause_ms = tonumber(os.getenv("BULWARK_OVERLOAD_DELAY_MS") or "0")
 local interval_ms = tonumber(os.getenv("BULWARK_OVERLOAD_INTERVAL_MS") or "1000")
 
 local threads = {}
+-- wrk opens every connection at once and pauses before each one's first request too, so with
+-- the same pause everywhere all of them would send it in the same millisecond: a burst of one
+-- request per connection that the server answers one after the other (the last ones several ms
+-- late), replayed a pause later by the connections answered together. Real clients do not
+-- start in step: connection k of n waits k/n of a pause before its first request, which offers
+-- the steady rate from the start.
+local connections = tonumber(os.getenv("BULWARK_OVERLOAD_CONNECTIONS") or "1")
 
 function setup(thread)
   table.insert(threads, thread)
+  thread:set("first_pause_ms", math.floor(pause_ms * (#threads - 1) / connections))
 end
 
 function init(args)
@@ -40,6 +48,11 @@ function init(args)
 end
 
 function delay()
+  if first_pause_ms ~= nil then
+    local pause = first_pause_ms
+    first_pause_ms = nil
+    return pause
+  end
   return pause_ms
 end
 
