@@ -19,7 +19,7 @@ What the shed p99 measures: a 503 spends ~0.02 ms in the app (X-Response-Time, p
 so its p99 is the time around it, waiting for the server's loop and for wrk's thread. Taken
 apart on this shared 2-core VM (packets on lo against the scheduler's trace of both cores):
 with other jobs running, most of the slowest 1 % arrived while the server's core ran another
-process for its 2-5 ms slice (other jobs, the kernel's kdamond, the sandbox's agent), and wrk's
+process for its 2-5 ms slice (other jobs, the kernel's kdamond, the VM's agent), and wrk's
 threads waited 0.1-0.5 ms a wake-up for theirs; with the cores to themselves, 30-50 of a run's
 ~6,000 503s were over 2 ms only because every connection sent its first request in the same
 millisecond. Garbage collection played no part (one young collection a run). So both servers'
