@@ -8,16 +8,23 @@ parent-based ratio sampler the decision is made here first, as the SDK would mak
 caller's unsampled trace is followed, a new trace is tested on a trace id drawn as the SDK
 draws it), and a dropped request carries only its trace id; its span id is drawn if something
 asks for it.
+
+Nor is a dropped request's trace attached to OpenTelemetry's context (that attach cost an
+unsampled request more than the rest of its tracing): it stays on the request context
+(request_id.py), and `RequestRuntimeContext`, OpenTelemetry's context store here, makes it
+current when something asks (propagation, a child span, an instrumented client, a log line).
 """
 
 from __future__ import annotations
 
 import re
+from contextvars import ContextVar
 from random import getrandbits
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.context import Context
+from opentelemetry.context.contextvars_context import ContextVarsRuntimeContext
 from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
 from opentelemetry.sdk.trace.sampling import TraceIdRatioBased
 from opentelemetry.trace import (
@@ -34,7 +41,7 @@ from opentelemetry.trace import (
 from starlette.types import Scope
 
 from ...gate import route_template
-from ..request_id import RequestContext
+from ..request_id import CURRENT, RequestContext
 from .pipeline import PRESET_TRACE_ID
 
 _ERROR = Status(StatusCode.ERROR)
@@ -115,6 +122,39 @@ class UnsampledTrace(NonRecordingSpan):
         return f"UnsampledTrace({self.get_span_context()!r})"
 
 
+class RequestRuntimeContext(ContextVarsRuntimeContext):
+    """The SDK's contextvar store of the current context; with nothing attached in the task, the
+    trace the gate left unsampled on the request context, made into a context when first asked."""
+
+    def __init__(self) -> None:  # no super(): its variable would have another default
+        self._nothing = Context()
+        self._current_context = ContextVar(self._CONTEXT_KEY, default=self._nothing)
+
+    def get_current(self) -> Context:
+        context = self._current_context.get()
+        if context is self._nothing:
+            request = CURRENT.get()
+            if request is not None and request.trace is not None:
+                made = request.trace
+                if isinstance(made, int):  # a new trace's id, as the gate drew it
+                    made = request.trace = Context({_SPAN_KEY: UnsampledTrace(made)})
+                return made
+        return context
+
+    def attached(self) -> bool:
+        """Whether a context is attached in this task (an outer layer's, before the gate)."""
+        return self._current_context.get() is not self._nothing
+
+    @classmethod
+    def install(cls) -> RequestRuntimeContext:
+        """Make it OpenTelemetry's store, once per process. Private: the API reads it from
+        there; the public way, `OTEL_PYTHON_CONTEXT`, is read when OpenTelemetry is imported."""
+        runtime = otel_context._RUNTIME_CONTEXT
+        if not isinstance(runtime, cls):
+            runtime = otel_context._RUNTIME_CONTEXT = cls()
+        return runtime
+
+
 class ServerSpans:
     """The gate's tracer: one SERVER span per request, current in the request's task.
 
@@ -122,9 +162,10 @@ class ServerSpans:
     request_id.py) make the span its child and carry its sampling decision; without them the
     sampler decides. With `root_sample_ratio` (the pipeline's parent-based ratio sampler; None
     for any other) the gate decides what that sampler would drop: a caller's unsampled trace,
-    and a new trace whose id, drawn as the SDK draws it, fails the ratio; both become an
-    `UnsampledTrace` at once. A sampled new trace goes to the SDK with that trace id, on which
-    its sampler decides alike. Each request runs in its own task, so the span stays current
+    and a new trace whose id, drawn as the SDK draws it, fails the ratio; both stay on the
+    request context, nothing attached, and become an `UnsampledTrace` when something asks for
+    the current span (`RequestRuntimeContext`). A sampled new trace goes to the SDK with that
+    trace id, on which its sampler decides alike. Each request runs in its own task, so the span stays current
     until the task ends, as the request context does (request_id.py).
     """
 
@@ -135,6 +176,7 @@ class ServerSpans:
             if root_sample_ratio is None
             else TraceIdRatioBased.get_bound_for_rate(root_sample_ratio)
         )
+        self._runtime = RequestRuntimeContext.install()
 
     def start(self, scope: Scope, context: RequestContext) -> Span | None:
         traceparent = context.traceparent
@@ -156,25 +198,30 @@ class ServerSpans:
             span = UnsampledTrace(
                 trace_id, _NOT_SAMPLED_RANDOM if random_id else _NOT_SAMPLED, context.tracestate
             )
-        elif self._root_bound is None:
+            self._leave_unsampled(context, span)
+            return None
+        if self._root_bound is None:
             return self._start_span(scope, context, None)
+        trace_id = getrandbits(128)  # the SDK's draw, without its call (pipeline.py handles 0)
+        if trace_id & _LOW_64_BITS < self._root_bound:
+            token = PRESET_TRACE_ID.set(trace_id)
+            try:
+                return self._start_span(scope, context, None)
+            finally:
+                PRESET_TRACE_ID.reset(token)
+        if self._runtime.attached():
+            self._leave_unsampled(context, UnsampledTrace(trace_id))
         else:
-            trace_id = getrandbits(128)  # the SDK's draw, without its call (pipeline.py handles 0)
-            if trace_id & _LOW_64_BITS < self._root_bound:
-                token = PRESET_TRACE_ID.set(trace_id)
-                try:
-                    return self._start_span(scope, context, None)
-                finally:
-                    PRESET_TRACE_ID.reset(token)
-            span = UnsampledTrace(trace_id)
-        # Not recorded: only the trace id current, so the calls it makes carry the trace on,
-        # unsampled. `set_span_in_context` alone would fetch and copy the current context in
-        # four calls; a request's is empty unless an outer layer attached one.
-        current = otel_context.get_current()
-        otel_context.attach(
-            trace.set_span_in_context(span, current) if current else Context({_SPAN_KEY: span})
-        )
+            context.trace = trace_id  # its span made if asked for (`RequestRuntimeContext`)
         return None
+
+    def _leave_unsampled(self, context: RequestContext, span: UnsampledTrace) -> None:
+        """Not recorded: only the trace current, so the calls it makes carry it on, unsampled;
+        kept on the request context, or joined to the context an outer layer attached."""
+        if self._runtime.attached():
+            otel_context.attach(trace.set_span_in_context(span))
+        else:
+            context.trace = Context({_SPAN_KEY: span})
 
     def _start_span(self, scope: Scope, context: RequestContext, parent: Context | None) -> Span:
         method = scope["method"]
