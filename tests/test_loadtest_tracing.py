@@ -17,7 +17,7 @@ from generator.harness.load.scenario import Bench, Outcome, Side
 from generator.harness.project import Project, ServiceError
 
 SCENARIO = tracing.TRACING
-DEFAULT, DOWN, EVERY = tracing.VARIANTS
+DEFAULT, DOWN, EVERY, _ = tracing.VARIANTS
 HEALTH, DB_READ = tracing.LOADS
 ENDPOINT = "http://127.0.0.1:4318/v1/traces"
 

@@ -75,6 +75,7 @@ VARIANTS = (
         collector_up=False,
     ),
     Variant("100%", "every request recorded, exported to the receiver", sample_ratio=1.0),
+    Variant("1%", "one new trace in a hundred recorded, exported", sample_ratio=0.01),
 )
 
 
