@@ -5,9 +5,7 @@ clients against tiny servers, usage errors, and every attack end to end against 
 from __future__ import annotations
 
 import asyncio
-import http.server
 import json
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,6 +13,7 @@ from pathlib import Path
 import pytest
 from conftest import holding_load_lock
 from test_loadtest import HAVE_LOAD_TOOLS, quiet_console
+from tiny_http import serving
 
 from generator.cli import main
 from generator.harness import nginx
@@ -212,27 +211,11 @@ def test_a_slow_client_the_server_keeps_waiting_on_is_held_to_the_end() -> None:
     assert asyncio.run(scenario()) == wire.Answer(None, 0, "held")
 
 
-class _Ok(http.server.BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-
-    def do_GET(self) -> None:
-        self.send_response(200)
-        self.send_header("Content-Length", "2")
-        self.end_headers()
-        self.wfile.write(b"ok")
-
-    def log_message(self, *args: object) -> None:
-        pass
-
-
 def test_legitimate_clients_keep_asking_while_the_attackers_loop_is_stuck() -> None:
     """They run in their own process: a busy attack in the harness's loop (here a blocked loop)
     neither stops them nor adds its wait to their latency."""
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Ok)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    url = f"http://127.0.0.1:{server.server_address[1]}"
 
-    async def scenario() -> tuple[float, float, list[Sample]]:
+    async def scenario(url: str) -> tuple[float, float, list[Sample]]:
         async with legit_clients(url, "/items/1") as legit:
             await asyncio.sleep(0.3)
             stuck_s = time.monotonic() - legit.zero
@@ -241,10 +224,8 @@ def test_legitimate_clients_keep_asking_while_the_attackers_loop_is_stuck() -> N
             await asyncio.sleep(0.2)
         return stuck_s, freed_s, legit.samples
 
-    try:
-        stuck_s, freed_s, samples = asyncio.run(scenario())
-    finally:
-        server.shutdown()
+    with serving(lambda _: (200, b"ok")) as port:
+        stuck_s, freed_s, samples = asyncio.run(scenario(f"http://127.0.0.1:{port}"))
     during = [s for s in samples if stuck_s <= s.sent_s < freed_s]
     # Two lanes at ~50 a second: ~100 while the loop was stuck; none if they shared it.
     assert len(during) >= 20

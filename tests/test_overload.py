@@ -5,15 +5,13 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import pytest
 from test_loadtest import result
+from tiny_http import Answer, serving
 
 from generator.harness import wrk
 from generator.harness.load import overload
@@ -147,31 +145,14 @@ def test_realtime_is_false_when_not_permitted(monkeypatch: pytest.MonkeyPatch) -
     assert not overload.realtime(os.getpid())
 
 
-@contextmanager
-def first_requests_logged(first: dict[int, float]) -> Iterator[int]:
-    """A keep-alive server answering 503, noting when each connection's first request came."""
+def first_requests_logged(first: dict[int, float]) -> Answer:
+    """Answer 503, noting when each connection's first request came."""
 
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
+    def answer(handler: BaseHTTPRequestHandler) -> tuple[int, bytes]:
+        first.setdefault(handler.client_address[1], time.monotonic())
+        return 503, b"no"
 
-        def do_GET(self) -> None:
-            first.setdefault(self.client_address[1], time.monotonic())
-            self.send_response(503)
-            self.send_header("Content-Length", "2")
-            self.end_headers()
-            self.wfile.write(b"no")
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield httpd.server_address[1]
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
+    return answer
 
 
 @pytest.mark.load
@@ -179,7 +160,7 @@ def first_requests_logged(first: dict[int, float]) -> Iterator[int]:
 def test_the_connections_first_requests_are_spread_over_one_pause() -> None:
     """Not all in the same millisecond, as wrk's one pause before every request would send them."""
     first: dict[int, float] = {}
-    with first_requests_logged(first) as port:
+    with serving(first_requests_logged(first)) as port:
         run = overload.run_overload(
             f"http://127.0.0.1:{port}/slow", duration_s=1, connections=4, cpu=1
         )

@@ -10,12 +10,11 @@ from __future__ import annotations
 import itertools
 import shutil
 import socket
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+from tiny_http import serving
 
 from generator.harness.wrk import (
     REALTIME_PRIORITY,
@@ -279,27 +278,8 @@ def test_a_refused_connection_is_a_wrk_error() -> None:
 def one_in_four_refused() -> Iterator[int]:
     """A keep-alive HTTP server answering 429 to every fourth request; yields its port."""
     counter = itertools.count()
-
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
-        def do_GET(self) -> None:
-            self.send_response(429 if next(counter) % 4 == 0 else 200)
-            self.send_header("Content-Length", "2")
-            self.end_headers()
-            self.wfile.write(b"ok")
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield httpd.server_address[1]
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
+    with serving(lambda _: (429 if next(counter) % 4 == 0 else 200, b"ok")) as port:
+        yield port
 
 
 @pytest.mark.load
