@@ -2,11 +2,12 @@
 
 The attacks run in the harness's event loop: hundreds of coroutines connecting, trickling and
 flooding at once. A probe in that loop waits for them before it can even read its answer, and
-counted that wait as the service's latency (a legitimate p99 of 190 ms behind nginx once, all of
-it the attacker's own loop). In its own process the probe is scheduled by the kernel beside the
-attackers, as a client on another machine would be, so its figures are the service's and
-nginx's alone. The clock is CLOCK_MONOTONIC, shared by every process on the machine, so the
-sample times line up with the attack's.
+counted that wait as the service's latency (opening 200 slow connections at once held the
+loop for tens of milliseconds; one run read a legitimate p99 of 192 ms behind nginx). In its
+own process the probe is scheduled by the kernel beside the attackers, as a client on another
+machine would be, so its figures are the service's and nginx's alone. The clock is
+CLOCK_MONOTONIC, shared by every process on the machine, so the sample times line up with the
+attack's.
 
 Run by `legit_clients` as `python -m generator.harness.abuse.legit BASE_URL PATH`: it prints
 its clock zero, probes until its stdin closes, then prints every sample as one JSON list.

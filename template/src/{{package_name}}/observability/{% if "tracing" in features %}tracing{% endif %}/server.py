@@ -165,8 +165,8 @@ class ServerSpans:
     and a new trace whose id, drawn as the SDK draws it, fails the ratio; both stay on the
     request context, nothing attached, and become an `UnsampledTrace` when something asks for
     the current span (`RequestRuntimeContext`). A sampled new trace goes to the SDK with that
-    trace id, on which its sampler decides alike. Each request runs in its own task, so the span stays current
-    until the task ends, as the request context does (request_id.py).
+    trace id, on which its sampler decides alike. Each request runs in its own task, so the span
+    stays current until the task ends, as the request context does (request_id.py).
     """
 
     def __init__(self, tracer: trace.Tracer, root_sample_ratio: float | None = None) -> None:
