@@ -5,21 +5,24 @@ wrapper and a span per response message; the gate already has the request id, th
 template and the status, so the span costs only the SDK's own work (docs/tracing.md has the
 figures). A request the sampler would drop does not even pay that: with the pipeline's
 parent-based ratio sampler the decision is made here first, as the SDK would make it (a
-caller's unsampled trace is followed, a new trace is tested on a trace id drawn as the SDK
-draws it), and a dropped request carries only its trace id; its span id is drawn if something
-asks for it.
+caller's unsampled trace is followed, a new trace is kept with the ratio's probability and its
+trace id drawn as one the ratio sampler keeps or drops alike), and a dropped request carries
+only a note on its request context; its ids are drawn if something asks for them.
 
 Nor is a dropped request's trace attached to OpenTelemetry's context (that attach cost an
-unsampled request more than the rest of its tracing): it stays on the request context
-(request_id.py), and `RequestRuntimeContext`, OpenTelemetry's context store here, makes it
-current when something asks (propagation, a child span, an instrumented client, a log line).
+unsampled request more than the rest of its tracing): `RequestRuntimeContext`, OpenTelemetry's
+context store here, hands out one shared context holding `UNSAMPLED`, a span that reads the
+request's trace from the request context (request_id.py) when something asks (propagation, a
+child span, an instrumented client, a log line). So a request that asks nothing allocates
+nothing for its trace.
 """
 
 from __future__ import annotations
 
 import re
 from contextvars import ContextVar
-from random import getrandbits
+from random import getrandbits, randrange
+from random import random as uniform
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
@@ -29,6 +32,7 @@ from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
 from opentelemetry.sdk.trace.sampling import TraceIdRatioBased
 from opentelemetry.trace import (
     INVALID_SPAN,
+    INVALID_SPAN_CONTEXT,
     NonRecordingSpan,
     Span,
     SpanContext,
@@ -46,8 +50,9 @@ from .pipeline import PRESET_TRACE_ID
 
 _ERROR = Status(StatusCode.ERROR)
 _IDS = RandomIdGenerator()
-# What the SDK's ratio sampler compares with its bound.
-_LOW_64_BITS = TraceIdRatioBased.TRACE_ID_LIMIT
+# The SDK's ratio sampler keeps a trace whose id's low 64 bits are below its bound. (Trace ids
+# and sampling are not secrets: the SDK draws them with `random` too, hence the noqa S311s.)
+_LOW_64 = 1 << 64
 # How the SDK flags a trace it does not sample: never sampled, random-id bit as the trace's.
 _NOT_SAMPLED = TraceFlags(TraceFlags.DEFAULT)
 _NOT_SAMPLED_RANDOM = TraceFlags(TraceFlags.RANDOM_TRACE_ID)
@@ -86,64 +91,92 @@ def parse_tracestate(value: bytes | None) -> TraceState | None:
     return TraceState.from_header([value.decode("latin-1")])
 
 
-class UnsampledTrace(NonRecordingSpan):
-    """A trace the gate did not sample, current for the request: its trace id and no more.
+# A caller's trace the gate follows unsampled: its trace id, the flags to carry on, its
+# `tracestate` (a plain tuple: a named one costs this path a Python-level constructor).
+CallerTrace = tuple[int, TraceFlags, bytes | None]
 
-    Its span id and `SpanContext` (with the caller's `tracestate`, if any) are made on the first
-    `get_span_context()` (an outbound call's `traceparent`, a child span, a log line), which
-    most requests never make; from then on they stay the same, so every call of the request
-    carries the same parent.
+
+def dropped_trace_id(bound: int) -> int:
+    """A new trace's id the ratio sampler with `bound` drops: random, low 64 bits at or above it."""
+    trace_id = 0
+    while not trace_id:
+        trace_id = getrandbits(64) << 64 | (bound + randrange(_LOW_64 - bound))  # noqa: S311
+    return trace_id
+
+
+def kept_trace_id(bound: int) -> int:
+    """A new trace's id the ratio sampler with `bound` keeps: random, low 64 bits below it (0,
+    rarer than one in 2**64, makes the SDK draw its own, see pipeline.py)."""
+    return getrandbits(64) << 64 | randrange(bound)  # noqa: S311
+
+
+class UnsampledTrace(NonRecordingSpan):
+    """The current span of every request whose trace the gate left unsampled: one per process.
+
+    It holds nothing: each time it is asked it reads the trace of the request whose task asks
+    (`RequestContext.trace`) and, the first time, makes that request's `SpanContext` and keeps it
+    there: a new trace's ids drawn then (its trace id one the ratio sampler drops), a caller's
+    trace id, flags and `tracestate` with a span id of ours. Every call of the request then
+    carries the same parent. Asked outside such a request, it is the invalid span; a context
+    holding it is therefore only meaningful in the request's own task and the tasks it starts.
     """
 
-    def __init__(
-        self,
-        trace_id: int,
-        trace_flags: TraceFlags = _NOT_SAMPLED_RANDOM,
-        tracestate: bytes | None = None,
-    ) -> None:  # no super(): the context is made on demand
-        self._trace_id = trace_id
-        self._trace_flags = trace_flags
-        self._tracestate = tracestate
-        self._made: SpanContext | None = None
+    def __init__(self) -> None:  # no super(): its span context is the asking request's
+        pass
 
     def get_span_context(self) -> SpanContext:
-        made = self._made
-        if made is None:
-            made = self._made = SpanContext(
-                self._trace_id,
+        request = CURRENT.get()
+        if request is None:
+            return INVALID_SPAN_CONTEXT
+        left = request.trace
+        if left is None:
+            return INVALID_SPAN_CONTEXT
+        if isinstance(left, SpanContext):  # before the caller's: both are tuples
+            return left
+        if isinstance(left, int):  # a new trace: the ratio sampler's bound its id failed
+            made = SpanContext(
+                dropped_trace_id(left),
                 _IDS.generate_span_id(),
                 is_remote=False,
-                trace_flags=self._trace_flags,
-                trace_state=parse_tracestate(self._tracestate),
+                trace_flags=_NOT_SAMPLED_RANDOM,
             )
+        else:
+            trace_id, flags, tracestate = left
+            made = SpanContext(
+                trace_id,
+                _IDS.generate_span_id(),
+                is_remote=False,
+                trace_flags=flags,
+                trace_state=parse_tracestate(tracestate),
+            )
+        request.trace = made
         return made
 
     def __repr__(self) -> str:
         return f"UnsampledTrace({self.get_span_context()!r})"
 
 
+UNSAMPLED = UnsampledTrace()
+# What the store hands out while a request with an unsampled trace has nothing attached.
+_UNSAMPLED_CONTEXT = Context({_SPAN_KEY: UNSAMPLED})
+
+
 class RequestRuntimeContext(ContextVarsRuntimeContext):
-    """The SDK's contextvar store of the current context; with nothing attached in the task, the
-    trace the gate left unsampled on the request context, made into a context when first asked."""
+    """The SDK's contextvar store of the current context; with nothing attached in the task and
+    the request's trace left unsampled by the gate, a context with `UNSAMPLED` current in it."""
 
     def __init__(self) -> None:  # no super(): its variable would have another default
-        self._nothing = Context()
-        self._current_context = ContextVar(self._CONTEXT_KEY, default=self._nothing)
+        self.nothing = Context()
+        self.variable = ContextVar(self._CONTEXT_KEY, default=self.nothing)
+        self._current_context = self.variable  # where the SDK's methods look for it
 
     def get_current(self) -> Context:
-        context = self._current_context.get()
-        if context is self._nothing:
+        context = self.variable.get()
+        if context is self.nothing:
             request = CURRENT.get()
             if request is not None and request.trace is not None:
-                made = request.trace
-                if isinstance(made, int):  # a new trace's id, as the gate drew it
-                    made = request.trace = Context({_SPAN_KEY: UnsampledTrace(made)})
-                return made
+                return _UNSAMPLED_CONTEXT
         return context
-
-    def attached(self) -> bool:
-        """Whether a context is attached in this task (an outer layer's, before the gate)."""
-        return self._current_context.get() is not self._nothing
 
     @classmethod
     def install(cls) -> RequestRuntimeContext:
@@ -162,11 +195,10 @@ class ServerSpans:
     request_id.py) make the span its child and carry its sampling decision; without them the
     sampler decides. With `root_sample_ratio` (the pipeline's parent-based ratio sampler; None
     for any other) the gate decides what that sampler would drop: a caller's unsampled trace,
-    and a new trace whose id, drawn as the SDK draws it, fails the ratio; both stay on the
-    request context, nothing attached, and become an `UnsampledTrace` when something asks for
-    the current span (`RequestRuntimeContext`). A sampled new trace goes to the SDK with that
-    trace id, on which its sampler decides alike. Each request runs in its own task, so the span
-    stays current until the task ends, as the request context does (request_id.py).
+    and a new trace not kept with the ratio's probability; either is noted on the request
+    context, nothing attached, and `UNSAMPLED` makes it current when something asks. A kept
+    new trace goes to the SDK with a trace id its sampler keeps too. Each request runs in its
+    own task, so the span stays current until the task ends, as the request context does.
     """
 
     def __init__(self, tracer: trace.Tracer, root_sample_ratio: float | None = None) -> None:
@@ -176,52 +208,55 @@ class ServerSpans:
             if root_sample_ratio is None
             else TraceIdRatioBased.get_bound_for_rate(root_sample_ratio)
         )
-        self._runtime = RequestRuntimeContext.install()
+        # The share of new traces kept, as the bound makes it (0 keeps none, 1.0 every one).
+        self._keep = 0.0 if self._root_bound is None else self._root_bound / _LOW_64
+        runtime = RequestRuntimeContext.install()
+        self._attached, self._nothing = runtime.variable.get, runtime.nothing
 
     def start(self, scope: Scope, context: RequestContext) -> Span | None:
         traceparent = context.traceparent
-        caller = None if traceparent is None else parse_traceparent(traceparent)
-        if caller is not None:
-            trace_id, span_id, flags = caller
-            if flags & TraceFlags.SAMPLED or self._root_bound is None:
-                parent = SpanContext(
-                    trace_id,
-                    span_id,
-                    is_remote=True,
-                    trace_flags=TraceFlags(flags),
-                    trace_state=parse_tracestate(context.tracestate),
-                )
-                # As the propagator hands it over: the caller's span alone in a new context.
-                remote = trace.set_span_in_context(NonRecordingSpan(parent), Context())
-                return self._start_span(scope, context, remote)
-            random_id = flags & TraceFlags.RANDOM_TRACE_ID
-            span = UnsampledTrace(
-                trace_id, _NOT_SAMPLED_RANDOM if random_id else _NOT_SAMPLED, context.tracestate
-            )
-            self._leave_unsampled(context, span)
-            return None
-        if self._root_bound is None:
+        if traceparent is not None:
+            caller = parse_traceparent(traceparent)
+            if caller is not None:
+                return self._follow(scope, context, *caller)
+        bound = self._root_bound
+        if bound is None:
             return self._start_span(scope, context, None)
-        trace_id = getrandbits(128)  # the SDK's draw, without its call (pipeline.py handles 0)
-        if trace_id & _LOW_64_BITS < self._root_bound:
-            token = PRESET_TRACE_ID.set(trace_id)
+        if uniform() < self._keep:  # noqa: S311
+            token = PRESET_TRACE_ID.set(kept_trace_id(bound))
             try:
                 return self._start_span(scope, context, None)
             finally:
                 PRESET_TRACE_ID.reset(token)
-        if self._runtime.attached():
-            self._leave_unsampled(context, UnsampledTrace(trace_id))
-        else:
-            context.trace = trace_id  # its span made if asked for (`RequestRuntimeContext`)
+        self._leave_unsampled(context, bound)
         return None
 
-    def _leave_unsampled(self, context: RequestContext, span: UnsampledTrace) -> None:
+    def _follow(
+        self, scope: Scope, context: RequestContext, trace_id: int, span_id: int, flags: int
+    ) -> Span | None:
+        """A caller's trace: its span's child, sampled as the caller decided."""
+        if flags & TraceFlags.SAMPLED or self._root_bound is None:
+            parent = SpanContext(
+                trace_id,
+                span_id,
+                is_remote=True,
+                trace_flags=TraceFlags(flags),
+                trace_state=parse_tracestate(context.tracestate),
+            )
+            # As the propagator hands it over: the caller's span alone in a new context.
+            remote = trace.set_span_in_context(NonRecordingSpan(parent), Context())
+            return self._start_span(scope, context, remote)
+        random_id = flags & TraceFlags.RANDOM_TRACE_ID
+        followed = _NOT_SAMPLED_RANDOM if random_id else _NOT_SAMPLED
+        self._leave_unsampled(context, (trace_id, followed, context.tracestate))
+        return None
+
+    def _leave_unsampled(self, context: RequestContext, left: int | CallerTrace) -> None:
         """Not recorded: only the trace current, so the calls it makes carry it on, unsampled;
-        kept on the request context, or joined to the context an outer layer attached."""
-        if self._runtime.attached():
-            otel_context.attach(trace.set_span_in_context(span))
-        else:
-            context.trace = Context({_SPAN_KEY: span})
+        noted on the request context, and joined to the context an outer layer attached."""
+        context.trace = left
+        if self._attached() is not self._nothing:
+            otel_context.attach(trace.set_span_in_context(UNSAMPLED))
 
     def _start_span(self, scope: Scope, context: RequestContext, parent: Context | None) -> Span:
         method = scope["method"]
