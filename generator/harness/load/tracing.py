@@ -10,6 +10,8 @@ service with tracing on, runs beside it in turn:
 - `collector-down`: the same with the endpoint on a port nothing listens on, as when the
   collector is absent: exports fail, spans are dropped and counted.
 - `100%`: every request recorded and exported: report only.
+- `1%`: one new trace in a hundred recorded and exported, the price of raising the default:
+  report only.
 
 Each variant is loaded on `/health` and, with postgres, on one item read (db-read's route, item
 cache off). The two sides are loaded at the same moments, one wrk each, because the difference

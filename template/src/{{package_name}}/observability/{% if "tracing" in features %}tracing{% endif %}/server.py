@@ -12,8 +12,8 @@ only a note on its request context; its ids are drawn if something asks for them
 Nor is a dropped request's trace attached to OpenTelemetry's context (that attach cost an
 unsampled request more than the rest of its tracing): `RequestRuntimeContext`, OpenTelemetry's
 context store here, hands out one shared context holding `UNSAMPLED`, a span that reads the
-request's trace from the request context (request_id.py) when something asks (propagation, a
-child span, an instrumented client, a log line). So a request that asks nothing allocates
+request's trace from the request context (request_id.py) when something asks for its ids
+(propagation, a child span, an instrumented client). So a request that asks nothing allocates
 nothing for its trace.
 """
 
